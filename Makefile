@@ -1,0 +1,30 @@
+# The README's two commands: `make run` and `make test`.  Both install into .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Keyturn needs Python 3.11 (set PYTHON=...)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: the API on http://127.0.0.1:8000 (PORT=...) with an embedded DynamoDB; Ctrl-C stops it
+run: $(STAMP)
+	$(PY) -m chalicelib.localrun
+
+## make test: the whole suite (unit, API, end-to-end on a real local stack)
+test: $(STAMP)
+	$(PY) -m pytest
+
+## make bench: speed, request counts and memory against baselines measured in the same run
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,127 @@
+"""HTTP plumbing shared by both wire protocols: request ids, body parsing, responses.
+
+Each protocol module supplies its own error translator (``error_response``); this
+module only knows which one to use for a path, so Chalice's own errors (405, 415, an
+unexpected 500) are rewritten by the one HTTP middleware into the right format.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextvars import ContextVar
+from typing import Any, Callable
+
+from chalice.app import Request, Response
+
+from chalicelib import errors
+from chalicelib.logs import logger
+
+MAX_BODY_BYTES = 16 * 1024
+REQUEST_ID_HEADER = "X-Request-Id"
+request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+
+ErrorTranslator = Callable[[errors.KeyturnError], Response]
+_translators: list[tuple[str, ErrorTranslator]] = []
+
+# Chalice's own error bodies ({"Code": ..., "Message": ...}) and what they mean here.
+_CHALICE_ERRORS: dict[int, Callable[[], errors.KeyturnError]] = {
+    405: errors.MethodNotAllowed,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def register_translator(path_prefix: str, translator: ErrorTranslator) -> None:
+    _translators.append((path_prefix, translator))
+
+
+def _translator_for(path: str) -> ErrorTranslator | None:
+    for prefix, translator in _translators:
+        if path.startswith(prefix):
+            return translator
+    return None
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None,
+                  content_type: str = "application/json") -> Response:
+    return Response(body=body, status_code=status, headers={"Content-Type": content_type, **(headers or {})})
+
+
+def text_response(body: str, status: int) -> Response:
+    return Response(body=body, status_code=status, headers={"Content-Type": "text/plain; charset=utf-8"})
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or :class:`errors.BadJson` saying what is wrong."""
+    raw = request.raw_body or b""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if not raw.strip():
+        raise errors.BadJson(detail={"reason": "The request body is empty."})
+    if len(raw) > MAX_BODY_BYTES:
+        raise errors.BadJson(detail={"reason": f"The request body is larger than {MAX_BODY_BYTES} bytes."})
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise errors.BadJson(detail={"reason": "The request body is not UTF-8."}) from None
+    except json.JSONDecodeError as exc:
+        raise errors.BadJson(detail={"reason": f"Malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."}) from None
+    if not isinstance(body, dict):
+        raise errors.BadJson(detail={"reason": "The request body must be a JSON object."})
+    return body
+
+
+def string_field(body: dict[str, Any], name: str) -> str:
+    """A required string field, or :class:`errors.BadField` naming it."""
+    if name not in body or body[name] is None:
+        raise errors.BadField(detail={"field": name, "reason": "The field is required."})
+    value = body[name]
+    if not isinstance(value, str):
+        raise errors.BadField(detail={"field": name, "reason": "The field must be a string."})
+    return value
+
+
+def current_request_id() -> str:
+    return request_id_var.get()
+
+
+def handle_errors(translator: ErrorTranslator, view: Callable[..., Response], **kwargs: Any) -> Response:
+    """Run a view; domain errors become the protocol's bodies, anything else a bare 500."""
+    try:
+        return view(**kwargs)
+    except errors.KeyturnError as exc:
+        if exc.code == errors.Code.INTERNAL:
+            logger.error("internal error", extra={"error_code": exc.code.value})
+        return translator(exc)
+    except Exception:
+        logger.exception("unhandled error")
+        return translator(errors.Internal())
+
+
+def http_middleware(event: Request | None, get_response: Callable[[Request | None], Response]) -> Response:
+    """Give every routed request an id, log it, and keep Chalice's own bodies off the wire."""
+    context = getattr(event, "context", None) or {}
+    request_id = str(context.get("requestId") or uuid.uuid4())
+    token = request_id_var.set(request_id)
+    logger.append_keys(request_id=request_id)
+    path = getattr(event, "path", "") or ""
+    try:
+        try:
+            response = get_response(event)
+        except Exception:
+            logger.exception("unhandled error outside a view")
+            response = Response(body={"Code": "InternalServerError"}, status_code=500)
+        translator = _translator_for(path)
+        if translator is not None and isinstance(response.body, dict) and "Code" in response.body:
+            make_error = _CHALICE_ERRORS.get(response.status_code, errors.Internal)
+            allow = response.headers.get("Allow")
+            response = translator(make_error())
+            if allow:
+                response.headers["Allow"] = allow
+        response.headers[REQUEST_ID_HEADER] = request_id
+        logger.info("request", extra={"method": getattr(event, "method", ""), "path": path,
+                                      "status": response.status_code})
+        return response
+    finally:
+        logger.remove_keys(["request_id"])
+        request_id_var.reset(token)

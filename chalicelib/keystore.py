@@ -1,0 +1,112 @@
+"""Server secrets: the license-key MAC secret and the license-file signing keys.
+
+Where they live depends on the stage (``config.Settings.local_dir``):
+- local stack and tests: files under ``<state dir>/secrets/``, generated on first use
+  by :func:`ensure_local_secrets` (``make run`` calls it);
+- AWS: SSM Parameter Store SecureStrings under ``KEYTURN_SSM_PREFIX``:
+  ``license-key-secret`` (base64 of >= 32 random bytes) and ``signing-keys`` (a JSON
+  list of PKCS#8 PEM Ed25519 keys, the current one first; the others stay published
+  so files they signed still verify).
+Values are cached per process; they are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chalicelib.config import settings
+
+if TYPE_CHECKING:  # cryptography is imported only when a license file is signed
+    from chalicelib.licensefile import SigningKey
+
+MAC_SECRET_FILE = "license-key-secret"
+SIGNING_DIR = "signing-keys"
+
+
+def _secrets_dir(local_dir: Path) -> Path:
+    return local_dir / "secrets"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def ensure_local_secrets(local_dir: Path) -> None:
+    """Generate the local MAC secret and a first signing key if they are missing."""
+    from chalicelib.licensefile import SigningKey
+
+    root = _secrets_dir(local_dir)
+    mac = root / MAC_SECRET_FILE
+    if not mac.exists():
+        _write_private(mac, base64.b64encode(secrets.token_bytes(32)))
+    signing = root / SIGNING_DIR
+    if not signing.exists() or not any(signing.glob("*.pem")):
+        add_local_signing_key(local_dir, SigningKey.generate())
+
+
+def add_local_signing_key(local_dir: Path, key: "SigningKey") -> None:
+    """Store ``key`` and make it the current one (a rotation keeps the old files)."""
+    signing = _secrets_dir(local_dir) / SIGNING_DIR
+    _write_private(signing / f"{key.kid}.pem", key.to_pem())
+    (signing / "current").write_text(key.kid + "\n")
+    _cached_signing_keys.cache_clear()
+
+
+@lru_cache(maxsize=4)
+def _ssm_parameter(name: str) -> str:
+    import boto3
+
+    response = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)
+    return str(response["Parameter"]["Value"])
+
+
+@lru_cache(maxsize=4)
+def _cached_mac_secret(local_dir: Path | None, ssm_prefix: str) -> bytes:
+    if local_dir is not None:
+        raw = (_secrets_dir(local_dir) / MAC_SECRET_FILE).read_bytes()
+    else:
+        raw = _ssm_parameter(ssm_prefix + "license-key-secret").encode()
+    secret = base64.b64decode(raw.strip(), validate=True)
+    if len(secret) < 32:
+        raise RuntimeError("the license-key secret must be at least 32 bytes")
+    return secret
+
+
+def license_key_secret() -> bytes:
+    """The HMAC secret that authenticates Log Insight-style license keys."""
+    s = settings()
+    return _cached_mac_secret(s.local_dir, s.ssm_prefix)
+
+
+@lru_cache(maxsize=4)
+def _cached_signing_keys(local_dir: Path | None, ssm_prefix: str) -> tuple["SigningKey", ...]:
+    from chalicelib.licensefile import SigningKey
+
+    if local_dir is not None:
+        signing = _secrets_dir(local_dir) / SIGNING_DIR
+        current = (signing / "current").read_text().strip()
+        keys = {p.stem: SigningKey.from_pem(p.read_bytes()) for p in sorted(signing.glob("*.pem"))}
+        return (keys.pop(current), *keys.values())
+    pems = json.loads(_ssm_parameter(ssm_prefix + "signing-keys"))
+    return tuple(SigningKey.from_pem(pem.encode()) for pem in pems)
+
+
+def signing_keys() -> tuple["SigningKey", ...]:
+    """All signing keys, the current one first."""
+    s = settings()
+    return _cached_signing_keys(s.local_dir, s.ssm_prefix)
+
+
+def clear_cache() -> None:
+    _cached_mac_secret.cache_clear()
+    _cached_signing_keys.cache_clear()
+    _ssm_parameter.cache_clear()

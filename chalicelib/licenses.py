@@ -1,0 +1,100 @@
+"""The license-key collection behind /api/v1/licenses."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Iterable
+
+from pynamodb.exceptions import DeleteError, PutError
+
+from chalicelib import errors, keys, keystore, runtime
+from chalicelib.models import LicenseKey
+
+
+def _conditional_failure(exc: Exception) -> bool:
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def add(key: Any, *, added_by: str | None = None) -> LicenseKey:
+    """Store a valid key once: a second copy (even a racing one) is ``LicenseExists``."""
+    if not isinstance(key, str):
+        raise errors.InvalidSerial()
+    summary = keys.decode(key, secret=keystore.license_key_secret())
+    item = LicenseKey(
+        keys.normalise(key), license_id=str(uuid.uuid4()), created_at=runtime.now_ms(),
+        type_enum=summary.type_enum.value, count=summary.count,
+        expiration_date=summary.expiration_ms, added_by=added_by,
+    )
+    try:
+        item.save(condition=LicenseKey.license_key.does_not_exist())
+    except PutError as exc:
+        if _conditional_failure(exc):
+            raise errors.LicenseExists() from None
+        raise
+    return item
+
+
+def all_keys() -> list[LicenseKey]:
+    return sorted(LicenseKey.scan(consistent_read=True), key=lambda item: (item.created_at, item.license_id))
+
+
+def find(license_id: str) -> LicenseKey:
+    """The key with this public id (through the eventually consistent ``by-id`` index)."""
+    for item in LicenseKey.by_id.query(license_id, limit=1):
+        return item
+    raise errors.LicenseNotFound()
+
+
+def delete(license_id: str) -> None:
+    item = find(license_id)
+    try:
+        item.delete(condition=LicenseKey.license_id == license_id)
+    except DeleteError as exc:
+        if _conditional_failure(exc):  # deleted (or deleted and re-added) meanwhile
+            raise errors.LicenseNotFound() from None
+        raise
+
+
+def to_wire(item: LicenseKey, now: datetime) -> dict[str, Any]:
+    """The license object of the wire contract (A.3), derived from the key itself."""
+    summary = keys.decode(item.license_key, secret=keystore.license_key_secret())
+    expired = summary.expired_at(now)
+    return {
+        "id": item.license_id,
+        "status": "Expired" if expired else "Active",
+        "error": "License expired." if expired else "",
+        "configuration": summary.configuration,
+        "licenseKey": item.license_key,
+        "infinite": summary.expires is None,
+        "count": summary.count,
+        "typeEnum": summary.type_enum.value,
+        "expirationDate": summary.expiration_ms,
+        "createdDate": int(item.created_at),
+    }
+
+
+def collection(items: Iterable[LicenseKey], now: datetime) -> dict[str, Any]:
+    """The body of GET /api/v1/licenses: totals over active keys and the keys by id."""
+    licenses = {}
+    for item in items:
+        wire = to_wire(item, now)
+        wire["expiration"] = wire["expirationDate"]
+        licenses[wire["id"]] = wire
+    active = [lic for lic in licenses.values() if lic["status"] == "Active"]
+
+    def total(type_enum: str) -> int:
+        counts = [lic["count"] for lic in active if lic["typeEnum"] == type_enum]
+        return 0 if 0 in counts else sum(counts)
+
+    state = "UNINITIALIZED" if not licenses else "ACTIVE" if active else "EXPIRED"
+    return {
+        "licenseState": state,
+        "maxOsis": total("OSI"),
+        "maxCpus": total("CPU"),
+        "hasCpu": any(lic["typeEnum"] == "CPU" for lic in active),
+        "hasOsi": any(lic["typeEnum"] == "OSI" for lic in active),
+        "hasTap": False,
+        "averageOsiUsage": 0,
+        "licenses": licenses,
+    }

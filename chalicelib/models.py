@@ -1,0 +1,121 @@
+"""Every PynamoDB model, one table per aggregate so operators can read them in the console.
+
+Table names are ``<KEYTURN_TABLE_PREFIX><name>`` (default ``keyturn-<stage>-``), fixed
+when this module is imported.  No model sets ``host``: botocore's
+``AWS_ENDPOINT_URL_DYNAMODB`` points every client at a local DynamoDB when set.
+Times are integers in milliseconds since the epoch (UTC) unless named otherwise.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute, VersionAttribute
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.config import settings
+
+_settings = settings()
+
+
+class _Meta:
+    region = _settings.region
+    billing_mode = "PAY_PER_REQUEST"
+
+
+def _table(name: str) -> str:
+    return f"{_settings.table_prefix}{name}"
+
+
+class User(Model):
+    """A console/API user.  Access: get by username (login).
+
+    ``failed_logins`` counts failures inside the window that started at
+    ``failed_window_start``; ``locked_until`` blocks logins.  ``version`` makes every
+    update conditional, so two racing failed logins cannot both count as one.
+    """
+
+    class Meta(_Meta):
+        table_name = _table("users")
+
+    username = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute()
+    password_hash = UnicodeAttribute()
+    failed_logins = NumberAttribute(default=0)
+    failed_window_start = NumberAttribute(default=0)
+    locked_until = NumberAttribute(default=0)
+    created_at = NumberAttribute()
+    version = VersionAttribute()
+
+
+class Session(Model):
+    """A login session.  Access: get by sha256(sessionId); the id itself is never stored.
+
+    ``expires_at`` is the idle expiry, refreshed at most every min(60 s, ttl/10);
+    ``purge_at`` (DynamoDB TTL, seconds) removes the item a day after expiry, until
+    when the session answers 440 rather than 401.
+    """
+
+    class Meta(_Meta):
+        table_name = _table("sessions")
+
+    token_hash = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute()
+    username = UnicodeAttribute()
+    ttl_seconds = NumberAttribute()
+    created_at = NumberAttribute()
+    refreshed_at = NumberAttribute()
+    expires_at = NumberAttribute()
+    purge_at = TTLAttribute()
+
+
+class LicenseIdIndex(GlobalSecondaryIndex["LicenseKey"]):
+    """Lookup of a stored key by its public uuid (eventually consistent)."""
+
+    class Meta:
+        index_name = "by-id"
+        projection = AllProjection()
+
+    license_id = UnicodeAttribute(hash_key=True)
+
+
+class LicenseKey(Model):
+    """A Log Insight-style license key added through POST /api/v1/licenses.
+
+    Access: conditional put by normalised key (one copy of a key, ever stored at once),
+    scan for the list, query ``by-id`` for GET/DELETE by uuid.  The decoded summary is
+    stored for people reading the table; the API derives it from the key again.
+    """
+
+    class Meta(_Meta):
+        table_name = _table("license-keys")
+
+    license_key = UnicodeAttribute(hash_key=True)
+    license_id = UnicodeAttribute()
+    created_at = NumberAttribute()
+    type_enum = UnicodeAttribute()
+    count = NumberAttribute()
+    expiration_date = NumberAttribute()  # ms, 0 = never
+    added_by = UnicodeAttribute(null=True)
+    by_id = LicenseIdIndex()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey)
+
+
+def create_tables() -> None:
+    """Create every missing table (local stack, tests) and turn on DynamoDB TTL."""
+    for model in ALL_MODELS:
+        if not model.exists():
+            model.create_table(wait=True)
+    _enable_ttl(Session, "purge_at")
+
+
+def _enable_ttl(model: type[Model], attribute: str) -> None:
+    client = model._get_connection().connection.client
+    current = client.describe_time_to_live(TableName=model.Meta.table_name)
+    if current["TimeToLiveDescription"].get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+        return
+    client.update_time_to_live(
+        TableName=model.Meta.table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute},
+    )
