@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from datetime import date
@@ -49,6 +50,69 @@ def set_password(args: argparse.Namespace) -> str:
     return f"user {user.username} ({user.user_id}) can log in; its lock is cleared"
 
 
+def _read_json(source: str) -> object:
+    text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"{source}: not JSON: {exc}") from None
+
+
+def _show(order: object) -> str:
+    from chalicelib import orders
+
+    return json.dumps(orders.describe(order), ensure_ascii=False, indent=2)  # type: ignore[arg-type]
+
+
+def _domain(call: Callable[[], str]) -> str:
+    from chalicelib import errors
+
+    try:
+        return call()
+    except errors.KeyturnError as exc:
+        raise SystemExit(exc.message) from None
+
+
+def create_order(args: argparse.Namespace) -> str:
+    _needs_database(args.stage)
+    from chalicelib import orders
+
+    order = _domain(lambda: orders.create_order(_read_json(args.file)))  # type: ignore[arg-type,return-value]
+    return f"{_show(order)}\n{order.activation_key}"  # type: ignore[attr-defined]
+
+
+def show_order(args: argparse.Namespace) -> str:
+    _needs_database(args.stage)
+    from chalicelib import orders
+
+    return _domain(lambda: _show(orders.get_order(args.key)))
+
+
+def set_enabled(enabled: bool) -> Callable[[argparse.Namespace], str]:
+    def run(args: argparse.Namespace) -> str:
+        _needs_database(args.stage)
+        from chalicelib import orders
+
+        return _domain(lambda: _show(orders.set_enabled(args.key, enabled)))
+
+    return run
+
+
+def allow_deactivations(args: argparse.Namespace) -> str:
+    _needs_database(args.stage)
+    from chalicelib import orders
+
+    if args.total < 0:
+        raise SystemExit("the allowance cannot be negative")
+    return _domain(lambda: _show(orders.allow_deactivations(args.key, args.total)))
+
+
+def signing_keys(args: argparse.Namespace) -> str:
+    from chalicelib import keystore
+
+    return json.dumps({"keys": [key.public_jwk_like() for key in keystore.signing_keys()]}, indent=2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chalicelib.cli", description=__doc__)
     parser.add_argument("--stage", default="local", help="Chalice stage to act on (default: local)")
@@ -68,10 +132,49 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("username")
     user.add_argument("--password", help="the new password (default: $KEYTURN_PASSWORD, else asked)")
     user.set_defaults(run=set_password)
+
+    create = commands.add_parser(
+        "create-order", help="create a license order from JSON; prints the activation key last",
+        description="Create a license order. FILE (or - for standard input) holds the order as JSON: customer, "
+                    "product, licenseType, bulkMax, hostid, features, expirationDate, maintenanceEndDate, "
+                    "deactivationsAllowed (see docs/operators.md). Prints the order, then its activation key "
+                    "as the last line.")
+    create.add_argument("file", metavar="FILE|-")
+    create.set_defaults(run=create_order)
+
+    show = commands.add_parser("show-order", help="print an order, its seats and its allowances")
+    show.add_argument("key", metavar="KEY")
+    show.set_defaults(run=show_order)
+    for name, enabled, text in (("disable-order", False, "refuse every end-user call for this order (403)"),
+                                ("enable-order", True, "serve a disabled order again")):
+        toggle = commands.add_parser(name, help=text)
+        toggle.add_argument("key", metavar="KEY")
+        toggle.set_defaults(run=set_enabled(enabled))
+    allow = commands.add_parser(
+        "allow-deactivations", help="set the total number of deactivations end users may make",
+        description="Set the order's deactivation allowance to N in total; deactivations already made count "
+                    "against it, so N below that number allows no more.")
+    allow.add_argument("key", metavar="KEY")
+    allow.add_argument("total", metavar="N", type=int)
+    allow.set_defaults(run=allow_deactivations)
+
+    keys_command = commands.add_parser("signing-keys", help="print the public keys that verify license files")
+    keys_command.set_defaults(run=signing_keys)
+
+    verify = commands.add_parser(
+        "verify-license", add_help=False,
+        help="check a license file offline (see: verify-license --help)")
+    verify.set_defaults(run=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command_at = 2 if argv[:1] == ["--stage"] else 1 if argv[:1] and argv[0].startswith("--stage=") else 0
+    if argv[command_at:command_at + 1] == ["verify-license"]:  # offline: the verifier's own CLI
+        from chalicelib import verifier
+
+        return verifier.main(argv[command_at + 1:])
     args = build_parser().parse_args(argv)
     stages.use_stage(args.stage)
     run: Callable[[argparse.Namespace], str] = args.run

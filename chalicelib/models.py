@@ -8,7 +8,15 @@ Times are integers in milliseconds since the epoch (UTC) unless named otherwise.
 
 from __future__ import annotations
 
-from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute, VersionAttribute
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -99,7 +107,59 @@ class LicenseKey(Model):
     by_id = LicenseIdIndex()
 
 
-ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey)
+class Order(Model):
+    """A license order sold to a customer: the activation key and its seats.
+
+    Access: get by activation key (every LAC call).  ``activated_licenses`` only changes
+    inside the activation/deactivation transactions, under the conditions
+    ``activated_licenses < bulk_max`` (and ``enabled``) and ``activated_licenses > 0``.
+    ``customer``, ``product``, ``hostid`` and ``features`` are stored as the wire shows
+    them (camelCase), so operators read the same thing in the console and the API.
+    Dates are ``YYYY-MM-DD`` strings (the last valid day, UTC) or absent.
+    """
+
+    class Meta(_Meta):
+        table_name = _table("orders")
+
+    activation_key = UnicodeAttribute(hash_key=True)
+    customer = MapAttribute[str, object]()
+    product = MapAttribute[str, object]()
+    license_type = UnicodeAttribute()
+    bulk_max = NumberAttribute()
+    activated_licenses = NumberAttribute(default=0)
+    hostid = MapAttribute[str, object]()
+    features = ListAttribute[dict]()
+    expiration_date = UnicodeAttribute(null=True)
+    maintenance_end_date = UnicodeAttribute(null=True)
+    enabled = BooleanAttribute(default=True)
+    deactivations_allowed = NumberAttribute(default=0)
+    deactivations_used = NumberAttribute(default=0)
+    created_at = NumberAttribute()
+    external_order_id = UnicodeAttribute(null=True)
+
+
+class Activation(Model):
+    """One activated license: an order's seat taken by one host.
+
+    Key: activation key + canonical host ids (types sorted, values upper-cased), so the
+    same host asking again finds its license instead of taking a second seat.  Created
+    and deleted only in a transaction with the order's seat counter.
+    """
+
+    class Meta(_Meta):
+        table_name = _table("activations")
+
+    activation_key = UnicodeAttribute(hash_key=True)
+    hostids_key = UnicodeAttribute(range_key=True)
+    hostids = ListAttribute[dict]()  # [{"nameRaw", "value"}] as first sent
+    activation_time = NumberAttribute()
+    content = UnicodeAttribute()
+    filename = UnicodeAttribute()
+    kid = UnicodeAttribute()
+    state = UnicodeAttribute(default="success")
+
+
+ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation)
 
 
 def create_tables() -> None:

@@ -1,0 +1,225 @@
+"""Activation, download and deactivation of licenses (the LAC end-user flows).
+
+Seats cannot be oversold: a new activation is one DynamoDB transaction that puts the
+activation only if it is absent and adds one to the order's counter only while it is
+below ``bulk_max`` on an enabled order; a deactivation deletes the activation and
+takes the seat back in one transaction too, never below zero and only within the
+order's deactivation allowance.  No invariant rests on a read followed by a write.
+
+Reads: every call starts with one ``TransactGetItems`` of the order and the host's
+activation (one request, consistent), so a repeat activation or a download costs one
+read and no write, and a new activation one read plus one transaction.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from functools import lru_cache
+from typing import Callable, NoReturn, TypeVar
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.transactions import TransactGet, TransactWrite
+
+from chalicelib import errors, hostids, keystore, runtime
+from chalicelib.config import settings
+from chalicelib.models import Activation, Order
+
+STATES = ("success", "failed", "in_progress")
+_CONFLICT_ATTEMPTS = 10
+_T = TypeVar("_T")
+
+
+@lru_cache(maxsize=1)
+def _connection() -> Connection:
+    return Connection(region=settings().region)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """An order and, if this host has one, its activation, read together."""
+
+    order: Order
+    activation: Activation | None
+    hostids: tuple[hostids.HostId, ...]
+    hostids_key: str
+
+
+def normalise_key(activation_key: str) -> str:
+    return activation_key.strip().upper()
+
+
+def _read(activation_key: str, segment: str) -> Lookup:
+    """Parse the host ids (400 on bad format), then read order + activation in one request."""
+    ids = hostids.parse_hostids(segment)
+    key = hostids.canonical(ids)
+    with TransactGet(connection=_connection()) as get:
+        order_future = get.get(Order, normalise_key(activation_key))
+        activation_future = get.get(Activation, normalise_key(activation_key), key)
+    try:
+        order = order_future.get()
+    except DoesNotExist:
+        raise errors.InvalidActivationKey() from None
+    try:
+        activation: Activation | None = activation_future.get()
+    except DoesNotExist:
+        activation = None
+    return Lookup(order, activation, ids, key)
+
+
+def _enabled(lookup: Lookup) -> Lookup:
+    if not lookup.order.enabled:
+        raise errors.OrderDisabled()
+    return lookup
+
+
+def _reason_codes(exc: TransactWriteError) -> list[str | None]:
+    return [reason.code if reason else None for reason in (exc.cancellation_reasons or [])]
+
+
+def _retrying_conflicts(attempt: Callable[[], _T]) -> _T:
+    """Real DynamoDB cancels transactions that race on one item (``TransactionConflict``):
+    those are retried with jittered backoff; every other outcome is final."""
+    for tries in range(_CONFLICT_ATTEMPTS):
+        try:
+            return attempt()
+        except TransactWriteError as exc:
+            if "TransactionConflict" not in _reason_codes(exc) or tries == _CONFLICT_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, 0.01 * 2 ** min(tries, 6)))
+    raise AssertionError("unreachable")
+
+
+def _expiration(order: Order) -> date | None:
+    return date.fromisoformat(order.expiration_date) if order.expiration_date else None
+
+
+def _license_file(order: Order, key: str, generated_at: datetime) -> tuple[str, str]:
+    from chalicelib.licensefile import FeatureSpec, render_license
+
+    signing_key = keystore.signing_keys()[0]
+    network = order.license_type == "network"
+    features = [FeatureSpec(str(f["name"]), str(f["version"]), int(f["count"]) if network else None)
+                for f in order.features]
+    text = render_license(product_name=str(order.product["name"]), activation_key=order.activation_key,
+                          features=features, hostids_canonical=key, generated_at=generated_at,
+                          expiration_date=_expiration(order), signing_key=signing_key)
+    return text, signing_key.kid
+
+
+def activate(activation_key: str, segment: str) -> Activation:
+    """Take a seat for this host and sign its license; a repeat returns the same license."""
+    lookup = _enabled(_read(activation_key, segment))
+    if lookup.activation is not None:
+        return lookup.activation
+    hostids.check_template(lookup.hostids, lookup.order.hostid.as_dict())
+    order = lookup.order
+    from chalicelib.licensefile import filename_for
+
+    generated_at = runtime.now()
+    content, kid = _license_file(order, lookup.hostids_key, generated_at)
+    activation = Activation(
+        order.activation_key, lookup.hostids_key,
+        hostids=[{"nameRaw": h.name_raw, "value": h.value} for h in lookup.hostids],
+        activation_time=int(generated_at.timestamp() * 1000), content=content,
+        filename=filename_for(generated_at), kid=kid, state="success",
+    )
+    # The whole invariant: the host has no seat yet, and the order still has one to give.
+    seat_is_free = ((Order.activated_licenses < Order.bulk_max) & (Order.enabled == True)  # noqa: E712
+                    & Order.activation_key.exists())
+
+    def attempt() -> Activation:
+        with TransactWrite(connection=_connection()) as write:
+            write.save(activation, condition=Activation.hostids_key.does_not_exist())
+            write.update(Order(order.activation_key), actions=[Order.activated_licenses.add(1)],
+                         condition=seat_is_free)
+        return activation
+
+    try:
+        return _retrying_conflicts(attempt)
+    except TransactWriteError as exc:
+        host_reason, order_reason = (_reason_codes(exc) + [None, None])[:2]
+        if host_reason == "ConditionalCheckFailed":  # the same host won a race: same license
+            return _read(activation_key, segment).activation or activation
+        if order_reason == "ConditionalCheckFailed":
+            current = _read(activation_key, segment).order
+            raise (errors.BulkExceeded() if current.enabled else errors.OrderDisabled()) from None
+        raise
+
+
+def download(activation_key: str, segment: str) -> tuple[Order, Activation]:
+    lookup = _enabled(_read(activation_key, segment))
+    if lookup.activation is None:
+        raise errors.LicenseDoesNotExist()
+    return lookup.order, lookup.activation
+
+
+def queue_status(activation_key: str, segment: str) -> Activation:
+    """Generation is synchronous: a requested activation is always finished."""
+    lookup = _enabled(_read(activation_key, segment))
+    if lookup.activation is None:
+        raise errors.ActivationNotRequested()
+    return lookup.activation
+
+
+def generation_errors(activation_key: str, segment: str) -> NoReturn:
+    """A failed generation rolls back and leaves nothing stored, so there are never errors to show."""
+    _enabled(_read(activation_key, segment))
+    raise errors.NoErrors()
+
+
+def deactivate(activation_key: str, segment: str) -> None:
+    """Give the host's seat back, within the order's deactivation allowance."""
+    lookup = _read(activation_key, segment)
+    if not lookup.order.enabled:
+        raise errors.CannotDeactivate()
+    if lookup.activation is None:
+        raise errors.LicenseDoesNotExist()
+    order_key = lookup.order.activation_key
+    # A seat to give back, an allowance left, and the order still enabled.
+    may_deactivate = ((Order.activated_licenses > 0) & (Order.enabled == True)  # noqa: E712
+                      & (Order.deactivations_used < Order.deactivations_allowed))
+
+    def attempt() -> None:
+        with TransactWrite(connection=_connection()) as write:
+            write.delete(Activation(order_key, lookup.hostids_key), condition=Activation.hostids_key.exists())
+            write.update(Order(order_key), condition=may_deactivate, actions=[
+                Order.activated_licenses.add(-1), Order.deactivations_used.add(1)])
+
+    try:
+        _retrying_conflicts(attempt)
+    except TransactWriteError as exc:
+        host_reason, order_reason = (_reason_codes(exc) + [None, None])[:2]
+        if host_reason == "ConditionalCheckFailed":
+            raise errors.LicenseDoesNotExist() from None
+        if order_reason == "ConditionalCheckFailed":
+            raise errors.CannotDeactivate() from None
+        raise
+
+
+def licenses_in_states(activation_key: str, states: list[str]) -> tuple[Order, list[Activation]]:
+    """The order's licenses in any of ``states`` (``success``, ``failed``, ``in_progress``)."""
+    if not states or any(state not in STATES for state in states):
+        raise errors.UnsupportedState()
+    order = order_for_key(activation_key)
+    found = [a for a in Activation.query(order.activation_key, consistent_read=True) if a.state in states]
+    if not found:
+        raise errors.NoLicensesForState()
+    return order, sorted(found, key=lambda a: (a.activation_time, a.hostids_key))
+
+
+def order_for_key(activation_key: str) -> Order:
+    try:
+        order = Order.get(normalise_key(activation_key), consistent_read=True)
+    except DoesNotExist:
+        raise errors.InvalidActivationKey() from None
+    if not order.enabled:
+        raise errors.OrderDisabled()
+    return order
+
+
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

@@ -1,0 +1,206 @@
+"""The LM-X License Activation Center-compatible API under /rest/v1 (wire contract B).
+
+No authentication: the activation key is the credential.  Bodies are HAL+json with
+absolute ``_links`` built from the request's scheme, host and API Gateway stage; every
+domain error becomes ``{"message": ...}`` in :func:`error_response` only.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date, datetime, timezone
+from typing import Any, Callable
+
+from chalice.app import Blueprint, Request, Response
+
+from chalicelib import activations, errors, keystore
+from chalicelib.api.common import handle_errors, json_response
+from chalicelib.hostids import HOSTID_TYPES
+from chalicelib.logs import logger, mask
+from chalicelib.models import Activation, Order
+
+PREFIX = "/rest/v1"
+HAL = "application/hal+json"
+lac = Blueprint(__name__)
+
+_STATUS: dict[errors.Code, int] = {
+    errors.Code.BAD_JSON: 400,
+    errors.Code.BAD_FIELD: 400,
+    errors.Code.HOSTID_FORMAT: 400,
+    errors.Code.HOSTID_TYPE_UNSUPPORTED: 400,
+    errors.Code.HOSTID_MISSING: 400,
+    errors.Code.HOSTID_TOO_MANY: 400,
+    errors.Code.UNSUPPORTED_STATE: 400,
+    errors.Code.ORDER_DISABLED: 403,
+    errors.Code.BULK_EXCEEDED: 403,
+    errors.Code.CANNOT_DEACTIVATE: 403,
+    errors.Code.INVALID_ACTIVATION_KEY: 404,
+    errors.Code.ACTIVATION_NOT_REQUESTED: 404,
+    errors.Code.LICENSE_DOES_NOT_EXIST: 404,
+    errors.Code.NO_LICENSES_FOR_STATE: 404,
+    errors.Code.NO_ERRORS: 404,
+    errors.Code.METHOD_NOT_ALLOWED: 405,
+    errors.Code.UNSUPPORTED_MEDIA_TYPE: 415,
+}
+
+
+def error_response(exc: errors.KeyturnError) -> Response:
+    status = _STATUS.get(exc.code)
+    if status is None:
+        return _hal({"message": "Internal server error."}, 500)
+    return _hal({"message": exc.message}, status)
+
+
+def _hal(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return json_response(body, status, {"Vary": "Accept", **(headers or {})}, content_type=HAL)
+
+
+def endpoint(path: str, methods: list[str]) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    def register(view: Callable[..., Response]) -> Callable[..., Response]:
+        @functools.wraps(view)
+        def routed(**kwargs: Any) -> Response:
+            return handle_errors(error_response, view, **kwargs)
+
+        lac.route(path, methods=methods)(routed)
+        return routed
+
+    return register
+
+
+# --- URLs and bodies ----------------------------------------------------------------
+
+def base_url(request: Request) -> str:
+    """``scheme://host[/stage]`` as the client reached us (API Gateway adds the stage)."""
+    headers = request.headers
+    host = headers.get("host", "localhost")
+    local = host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+    scheme = headers.get("x-forwarded-proto", "http" if local else "https").split(",")[0].strip()
+    context = request.context or {}
+    stage, path = context.get("stage"), context.get("path", "")
+    prefix = f"/{stage}" if stage and path.startswith(f"/{stage}/") else ""
+    return f"{scheme}://{host}{prefix}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def _day(value: str | None) -> str | None:
+    """An order date (the last valid day) as the contract's timestamp: midnight UTC of that day."""
+    return None if value is None else _iso(datetime.combine(date.fromisoformat(value), datetime.min.time(),
+                                                            tzinfo=timezone.utc))
+
+
+def _number(value: Any) -> int:
+    return int(value)
+
+
+def order_body(order: Order, base: str) -> dict[str, Any]:
+    product = order.product.as_dict()
+    template = order.hostid.as_dict()
+    return {
+        "activationKey": order.activation_key,
+        "customer": {"name": order.customer["name"]},
+        "product": {"name": product["name"], "version": product["version"], "template": product["template"],
+                    "licenseGeneratorType": product.get("licenseGeneratorType", "lm_x")},
+        "licenseType": order.license_type,
+        "creationTime": _iso(activations.utc(int(order.created_at))),
+        "activatedLicenses": _number(order.activated_licenses),
+        "bulkMax": _number(order.bulk_max),
+        "hostid": {"types": [{"nameRaw": t["nameRaw"], "name": HOSTID_TYPES[t["nameRaw"]],
+                              "min": _number(t["min"]), "max": _number(t["max"])} for t in template["types"]],
+                   "min": _number(template["min"])},
+        "_links": {"self": {"href": f"{base}{PREFIX}/license-orders/{order.activation_key}"}},
+    }
+
+
+def license_body(order: Order, activation: Activation, base: str, segment: str, *, embedded: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "activationKey": order.activation_key,
+        "activationTime": _iso(activations.utc(int(activation.activation_time))),
+        "expirationDate": _day(order.expiration_date),
+        "maintenanceEndDate": _day(order.maintenance_end_date),
+        "hostids": [{"nameRaw": h["nameRaw"], "name": HOSTID_TYPES[h["nameRaw"]], "value": h["value"]}
+                    for h in activation.hostids],
+        "content": activation.content,
+        "filename": activation.filename,
+        "_links": {"self": {"href": f"{base}{PREFIX}/licenses/{order.activation_key}/{segment}"},
+                   "license-order": {"href": f"{base}{PREFIX}/license-orders/{order.activation_key}"}},
+    }
+    if embedded:
+        body["_embedded"] = {"license-orders": [order_body(order, base)]}
+    return body
+
+
+def _segment_of(activation: Activation) -> str:
+    """A path segment for a stored activation (list views have no request segment)."""
+    from chalicelib.hostids import encode_segment
+
+    return encode_segment(",".join(f"{h['nameRaw']}={h['value']}" for h in activation.hostids))
+
+
+# --- routes -------------------------------------------------------------------------
+
+@endpoint("/licenses/{key}/{hostids}", ["PUT"])
+def activate(key: str, hostids: str) -> Response:
+    try:
+        activation = activations.activate(key, hostids)
+    except errors.InvalidActivationKey as exc:  # the contract's one 400 for an unknown key
+        return _hal({"message": exc.message}, 400)
+    logger.info("activated", extra={"key": mask(key), "hostids": activation.hostids_key})
+    location = f"{base_url(lac.current_request)}{PREFIX}/license-queue/{key}/{hostids}"
+    return Response(body="", status_code=202, headers={"Location": location, "Vary": "Accept"})
+
+
+@endpoint("/license-queue/{key}/{hostids}", ["GET"])
+def queue(key: str, hostids: str) -> Response:
+    activations.queue_status(key, hostids)
+    location = f"{base_url(lac.current_request)}{PREFIX}/licenses/{key}/{hostids}"
+    return Response(body="", status_code=303, headers={"Location": location, "Vary": "Accept"})
+
+
+@endpoint("/licenses/{key}/{hostids}", ["GET"])
+def download(key: str, hostids: str) -> Response:
+    order, activation = activations.download(key, hostids)
+    return _hal(license_body(order, activation, base_url(lac.current_request), hostids))
+
+
+@endpoint("/licenses/{key}/{hostids}", ["DELETE"])
+def deactivate(key: str, hostids: str) -> Response:
+    activations.deactivate(key, hostids)
+    logger.info("deactivated", extra={"key": mask(key)})
+    return Response(body="", status_code=204, headers={"Vary": "Accept"})
+
+
+@endpoint("/licenses/{key}", ["GET"])
+def licenses_by_state(key: str) -> Response:
+    request = lac.current_request
+    raw = (request.query_params or {}).get("state")
+    states = [s.strip() for s in raw.split(",")] if raw is not None else list(activations.STATES)
+    order, found = activations.licenses_in_states(key, states)
+    base = base_url(request)
+    query = f"?state={raw}" if raw is not None else ""
+    return _hal({
+        "_links": {"self": {"href": f"{base}{PREFIX}/licenses/{order.activation_key}{query}"}},
+        "_embedded": {"licenses": [license_body(order, a, base, _segment_of(a), embedded=False) for a in found]},
+    })
+
+
+@endpoint("/license-orders/{key}", ["GET", "HEAD"])
+def license_order(key: str) -> Response:
+    request = lac.current_request
+    response = _hal(order_body(activations.order_for_key(key), base_url(request)))
+    if request.method == "HEAD":
+        response.body = ""  # the same headers, no body (chalice local would send one)
+    return response
+
+
+@endpoint("/license-errors/{key}/{hostids}", ["GET"])
+def license_errors(key: str, hostids: str) -> Response:
+    activations.generation_errors(key, hostids)  # NoReturn: there are never errors to show
+
+
+@endpoint("/signing-keys", ["GET"])
+def signing_keys() -> Response:
+    """Extension: the public keys that verify license files, by ``kid`` (KEYID)."""
+    return json_response({"keys": [key.public_jwk_like() for key in keystore.signing_keys()]})
