@@ -104,7 +104,8 @@ def _license_file(order: Order, key: str, generated_at: datetime) -> tuple[str, 
     network = order.license_type == "network"
     features = [FeatureSpec(str(f["name"]), str(f["version"]), int(f["count"]) if network else None)
                 for f in order.features]
-    text = render_license(product_name=str(order.product["name"]), activation_key=order.activation_key,
+    vendor = settings().vendor
+    text = render_license(issuer=vendor, vendor=vendor, activation_key=order.activation_key,
                           features=features, hostids_canonical=key, generated_at=generated_at,
                           expiration_date=_expiration(order), signing_key=signing_key)
     return text, signing_key.kid

@@ -37,6 +37,7 @@ class Settings:
     region: str
     local_dir: Path | None  # secrets as files (local stack, tests); None means SSM
     ssm_prefix: str
+    vendor: str  # VENDOR in license files and the issuer in their header
 
 
 def settings() -> Settings:
@@ -51,4 +52,5 @@ def settings() -> Settings:
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         local_dir=local_dir,
         ssm_prefix=os.environ.get("KEYTURN_SSM_PREFIX", f"/keyturn/{stage}/"),
+        vendor=os.environ.get("KEYTURN_VENDOR") or os.environ.get("KEYTURN_DEFAULT_VENDOR") or "KEYTURN",
     )

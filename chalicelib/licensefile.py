@@ -97,7 +97,7 @@ def wrap_key(signature_b64: str, width: int = KEY_WRAP_WIDTH) -> str:
 
 def render_license(
     *,
-    product_name: str,
+    issuer: str,
     activation_key: str,
     features: Sequence[FeatureSpec],
     hostids_canonical: str,
@@ -109,19 +109,22 @@ def render_license(
 ) -> str:
     """The license file text: a comment header, then one signed FEATURE block per feature.
 
+    ``issuer`` names who runs the activation center (the seed's "X-Formation"); it is
+    the stage's vendor name, which is also the files' ``VENDOR``.
+
     Each block signs ``verifier.canonical_block`` over its directives in the order
     emitted (VENDOR VERSION [END] [COUNT] / SN HOSTID KEYID), so SN, HOSTID, END and the
     KEYID itself are bound to the signature.  Bad input raises ``ValueError`` rather than
     producing a file that reads back differently; the result is parsed back as a check.
     """
-    _check_comment_text("product name", product_name)
+    _check_comment_text("issuer", issuer)
     _check_comment_text("activation key", activation_key)
     if not features:
         raise ValueError("a license file needs at least one feature")
     verifier.parse_hostids(hostids_canonical)  # raises ValueError unless TYPE=value items
     moment = _utc(generated_at)
     lines = [
-        f"# This license is generated using {product_name} License Activation Center",
+        f"# This license is generated using {issuer} License Activation Center",
         f"# Generation Time: {moment:%Y-%m-%d %H:%M:%S} GMT",
         f"# Activation Key: {activation_key}",
     ]

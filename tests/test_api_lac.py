@@ -88,7 +88,7 @@ def test_the_seed_example_downloads_exactly_as_the_seed_shows(client: Client, ke
     assert body["_links"] == {"self": {"href": f"{BASE}/licenses/{key}/{CUSTOM_A}"},
                               "license-order": {"href": f"{BASE}/license-orders/{key}"}}
     assert body["_embedded"] == {"license-orders": [order_json(key, activated=1)]}
-    assert body["content"].startswith("# This license is generated using product 1 License Activation Center\n"
+    assert body["content"].startswith("# This license is generated using KEYTURN License Activation Center\n"
                                       "# Generation Time: 2026-11-26 12:00:00 GMT\n"
                                       f"# Activation Key: {key}\n\nFEATURE feature-1\n{{\n")
     public = {k.kid: k.public_raw() for k in keystore.signing_keys()}

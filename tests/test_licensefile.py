@@ -19,7 +19,7 @@ GENERATED = datetime(2014, 4, 29, 11, 31, 50, tzinfo=timezone.utc)
 
 def render(**overrides: object) -> str:
     arguments: dict[str, object] = {
-        "product_name": "product 1",
+        "issuer": "product 1",
         "activation_key": "25N8D-NC35D-WD01P-8JI4K",
         "features": [FeatureSpec("feature-1", "1.0", count=5)],
         "hostids_canonical": "CUSTOM=A",
@@ -117,9 +117,9 @@ def test_a_version_with_spaces_is_quoted_so_it_reads_back() -> None:
     assert verifier.parse_license(text)[0].get("VERSION") == "2 beta"
 
 
-def test_the_header_shows_generation_time_in_gmt_and_keeps_a_unicode_product_name() -> None:
+def test_the_header_shows_generation_time_in_gmt_and_keeps_a_unicode_issuer_name() -> None:
     in_paris = GENERATED.astimezone(timezone(timedelta(hours=2)))
-    text = render(generated_at=in_paris, product_name="Zoë's Suite")
+    text = render(generated_at=in_paris, issuer="Zoë's Suite")
     assert text.startswith("# This license is generated using Zoë's Suite License Activation Center\n"
                            "# Generation Time: 2014-04-29 11:31:50 GMT\n")
 
@@ -183,9 +183,9 @@ def test_wrap_key_splits_any_text_into_width_sized_chunks() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"product_name": "product\n1"},
-        {"product_name": 'product "1"'},
-        {"product_name": ""},
+        {"issuer": "product\n1"},
+        {"issuer": 'product "1"'},
+        {"issuer": ""},
         {"activation_key": 'A"B'},
         {"activation_key": "A\nKEYID=x"},
         {"features": []},

@@ -33,7 +33,7 @@ def render(
     end: date | None = date(2027, 12, 31),
 ) -> str:
     return render_license(
-        product_name="product 1",
+        issuer="product 1",
         activation_key="25N8D-NC35D-WD01P-8JI4K",
         features=features,
         hostids_canonical=hostids,
