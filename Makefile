@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench package clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Keyturn needs Python 3.11 (set PYTHON=...)")'
@@ -26,5 +26,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+## make package STAGE=dev: SAM template + deployment.zip in build/STAGE, tables merged in, linted
+package: $(STAMP)
+	@test -n "$(STAGE)" || { echo "usage: make package STAGE=dev|prod"; exit 2; }
+	mkdir -p build
+	$(PY) -m chalicelib.deploy --stage $(STAGE) > build/$(STAGE)-tables.json
+	$(VENV)/bin/chalice package --stage $(STAGE) --merge-template build/$(STAGE)-tables.json build/$(STAGE)
+	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis build

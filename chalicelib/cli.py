@@ -113,6 +113,26 @@ def signing_keys(args: argparse.Namespace) -> str:
     return json.dumps({"keys": [key.public_jwk_like() for key in keystore.signing_keys()]}, indent=2)
 
 
+def init_secrets(args: argparse.Namespace) -> str:
+    from chalicelib import keystore
+    from chalicelib.config import settings
+
+    current = settings()
+    if current.local_dir is not None:
+        keystore.ensure_local_secrets(current.local_dir)
+        return f"local secrets are in {current.local_dir / 'secrets'}"
+    created = keystore.init_ssm_secrets(current.ssm_prefix)
+    return "created " + ", ".join(created) if created else "every secret already exists; nothing changed"
+
+
+def rotate_signing_key(args: argparse.Namespace) -> str:
+    from chalicelib import keystore
+
+    key = keystore.rotate_signing_key()
+    return (f"new signing key {key.kid} is current; older keys stay published for files they signed "
+            "(restart `make run`, or wait for new Lambda instances, to sign with it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chalicelib.cli", description=__doc__)
     parser.add_argument("--stage", default="local", help="Chalice stage to act on (default: local)")
@@ -160,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_command = commands.add_parser("signing-keys", help="print the public keys that verify license files")
     keys_command.set_defaults(run=signing_keys)
+    init = commands.add_parser("init-secrets", help="create the stage's missing secrets (SSM in AWS; never overwrites)")
+    init.set_defaults(run=init_secrets)
+    rotate = commands.add_parser("rotate-signing-key", help="make a new license-file signing key current")
+    rotate.set_defaults(run=rotate_signing_key)
 
     verify = commands.add_parser(
         "verify-license", add_help=False,

@@ -106,6 +106,55 @@ def signing_keys() -> tuple["SigningKey", ...]:
     return _cached_signing_keys(s.local_dir, s.ssm_prefix)
 
 
+def init_ssm_secrets(ssm_prefix: str) -> list[str]:
+    """Create the stage's SSM SecureStrings that are missing; returns the names created.
+
+    Existing values are never overwritten: a new license-key secret would invalidate
+    every key minted so far.
+    """
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from chalicelib.licensefile import SigningKey
+
+    ssm = boto3.client("ssm")
+    wanted = {
+        ssm_prefix + "license-key-secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+        ssm_prefix + "signing-keys": json.dumps([SigningKey.generate().to_pem().decode()]),
+    }
+    created = []
+    for name, value in wanted.items():
+        try:
+            ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=False,
+                              Description="Keyturn secret; see docs/deploy.md")
+            created.append(name)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ParameterAlreadyExists":
+                raise
+    clear_cache()
+    return created
+
+
+def rotate_signing_key() -> "SigningKey":
+    """Make a new signing key current; the old ones stay (and stay published) for old files."""
+    from chalicelib.licensefile import SigningKey
+
+    key = SigningKey.generate()
+    s = settings()
+    if s.local_dir is not None:
+        add_local_signing_key(s.local_dir, key)
+    else:
+        import boto3
+
+        name = s.ssm_prefix + "signing-keys"
+        ssm = boto3.client("ssm")
+        current = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+        ssm.put_parameter(Name=name, Value=json.dumps([key.to_pem().decode(), *current]), Type="SecureString",
+                          Overwrite=True)
+    clear_cache()
+    return key
+
+
 def clear_cache() -> None:
     _cached_mac_secret.cache_clear()
     _cached_signing_keys.cache_clear()
