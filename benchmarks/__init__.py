@@ -1,0 +1,1 @@
+"""Speed, request-count and memory checks for Keyturn (``make bench``)."""
