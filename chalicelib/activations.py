@@ -14,14 +14,15 @@ read and no write, and a new activation one read plus one transaction.
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from functools import lru_cache
-from typing import Callable, NoReturn, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import DoesNotExist, TransactGetError, TransactWriteError
 from pynamodb.transactions import TransactGet, TransactWrite
 
 from chalicelib import errors, hostids, keystore, runtime
@@ -48,17 +49,33 @@ class Lookup:
     hostids_key: str
 
 
+KEY_PATTERN = re.compile(r"[0-9A-Z]{5}(-[0-9A-Z]{5}){3}")
+
+
 def normalise_key(activation_key: str) -> str:
-    return activation_key.strip().upper()
+    """The stored form of an activation key, or ``InvalidActivationKey`` without any lookup."""
+    key = activation_key.strip().upper()
+    if not KEY_PATTERN.fullmatch(key):
+        raise errors.InvalidActivationKey()
+    return key
 
 
 def _read(activation_key: str, segment: str) -> Lookup:
-    """Parse the host ids (400 on bad format), then read order + activation in one request."""
-    ids = hostids.parse_hostids(segment)
-    key = hostids.canonical(ids)
+    """Read the order and this host's activation in one consistent request.
+
+    The key is checked before the host ids: an unknown key is reported as such even
+    when the host ids are garbled too (the extra order read happens only then).
+    """
+    key = normalise_key(activation_key)
+    try:
+        ids = hostids.parse_hostids(segment)
+        hostids_key = hostids.canonical(ids)
+    except errors.HostIdFormat:
+        order_for_key(key, check_enabled=False)
+        raise
     with TransactGet(connection=_connection()) as get:
-        order_future = get.get(Order, normalise_key(activation_key))
-        activation_future = get.get(Activation, normalise_key(activation_key), key)
+        order_future = get.get(Order, key)
+        activation_future = get.get(Activation, key, hostids_key)
     try:
         order = order_future.get()
     except DoesNotExist:
@@ -67,7 +84,16 @@ def _read(activation_key: str, segment: str) -> Lookup:
         activation: Activation | None = activation_future.get()
     except DoesNotExist:
         activation = None
-    return Lookup(order, activation, ids, key)
+    return Lookup(order, activation, ids, hostids_key)
+
+
+def _read_retrying(activation_key: str, segment: str) -> Lookup:
+    """``_read``, retried when DynamoDB cancels it for overlapping a write to the order.
+
+    A ``TransactGetItems`` is cancelled (``TransactionConflict``) whenever another
+    transaction writes one of its items, and the order is written by every activation.
+    """
+    return _retrying_conflicts(lambda: _read(activation_key, segment))
 
 
 def _enabled(lookup: Lookup) -> Lookup:
@@ -76,21 +102,21 @@ def _enabled(lookup: Lookup) -> Lookup:
     return lookup
 
 
-def _reason_codes(exc: TransactWriteError) -> list[str | None]:
+def _reason_codes(exc: TransactWriteError | TransactGetError) -> list[str | None]:
     return [reason.code if reason else None for reason in (exc.cancellation_reasons or [])]
 
 
 def _retrying_conflicts(attempt: Callable[[], _T]) -> _T:
     """Real DynamoDB cancels transactions that race on one item (``TransactionConflict``):
     those are retried with jittered backoff; every other outcome is final."""
-    for tries in range(_CONFLICT_ATTEMPTS):
+    for tries in range(_CONFLICT_ATTEMPTS - 1):
         try:
             return attempt()
-        except TransactWriteError as exc:
-            if "TransactionConflict" not in _reason_codes(exc) or tries == _CONFLICT_ATTEMPTS - 1:
+        except (TransactWriteError, TransactGetError) as exc:
+            if "TransactionConflict" not in _reason_codes(exc):
                 raise
             time.sleep(random.uniform(0, 0.01 * 2 ** min(tries, 6)))
-    raise AssertionError("unreachable")
+    return attempt()
 
 
 def _expiration(order: Order) -> date | None:
@@ -113,46 +139,51 @@ def _license_file(order: Order, key: str, generated_at: datetime) -> tuple[str, 
 
 def activate(activation_key: str, segment: str) -> Activation:
     """Take a seat for this host and sign its license; a repeat returns the same license."""
-    lookup = _enabled(_read(activation_key, segment))
-    if lookup.activation is not None:
-        return lookup.activation
-    hostids.check_template(lookup.hostids, lookup.order.hostid.as_dict())
-    order = lookup.order
+    for _ in range(_CONFLICT_ATTEMPTS):
+        lookup = _enabled(_read_retrying(activation_key, segment))
+        if lookup.activation is not None:
+            return lookup.activation
+        hostids.check_template(lookup.hostids, lookup.order.hostid.as_dict())
+        activation = _new_activation(lookup)
+        try:
+            return _retrying_conflicts(lambda: _take_seat(activation))
+        except TransactWriteError as exc:
+            host_reason, order_reason = (_reason_codes(exc) + [None, None])[:2]
+            if host_reason == "ConditionalCheckFailed":
+                continue  # the same host won a race: read its license (or try again if it is gone)
+            if order_reason == "ConditionalCheckFailed":
+                current = _read_retrying(activation_key, segment).order
+                raise (errors.BulkExceeded() if current.enabled else errors.OrderDisabled()) from None
+            raise
+    raise RuntimeError("activation kept racing with deactivations of the same host")
+
+
+def _new_activation(lookup: Lookup) -> Activation:
     from chalicelib.licensefile import filename_for
 
     generated_at = runtime.now()
-    content, kid = _license_file(order, lookup.hostids_key, generated_at)
-    activation = Activation(
-        order.activation_key, lookup.hostids_key,
+    content, kid = _license_file(lookup.order, lookup.hostids_key, generated_at)
+    return Activation(
+        lookup.order.activation_key, lookup.hostids_key,
         hostids=[{"nameRaw": h.name_raw, "value": h.value} for h in lookup.hostids],
         activation_time=int(generated_at.timestamp() * 1000), content=content,
         filename=filename_for(generated_at), kid=kid, state="success",
     )
+
+
+def _take_seat(activation: Activation) -> Activation:
     # The whole invariant: the host has no seat yet, and the order still has one to give.
     seat_is_free = ((Order.activated_licenses < Order.bulk_max) & (Order.enabled == True)  # noqa: E712
                     & Order.activation_key.exists())
-
-    def attempt() -> Activation:
-        with TransactWrite(connection=_connection()) as write:
-            write.save(activation, condition=Activation.hostids_key.does_not_exist())
-            write.update(Order(order.activation_key), actions=[Order.activated_licenses.add(1)],
-                         condition=seat_is_free)
-        return activation
-
-    try:
-        return _retrying_conflicts(attempt)
-    except TransactWriteError as exc:
-        host_reason, order_reason = (_reason_codes(exc) + [None, None])[:2]
-        if host_reason == "ConditionalCheckFailed":  # the same host won a race: same license
-            return _read(activation_key, segment).activation or activation
-        if order_reason == "ConditionalCheckFailed":
-            current = _read(activation_key, segment).order
-            raise (errors.BulkExceeded() if current.enabled else errors.OrderDisabled()) from None
-        raise
+    with TransactWrite(connection=_connection()) as write:
+        write.save(activation, condition=Activation.hostids_key.does_not_exist())
+        write.update(Order(activation.activation_key), actions=[Order.activated_licenses.add(1)],
+                     condition=seat_is_free)
+    return activation
 
 
 def download(activation_key: str, segment: str) -> tuple[Order, Activation]:
-    lookup = _enabled(_read(activation_key, segment))
+    lookup = _enabled(_read_retrying(activation_key, segment))
     if lookup.activation is None:
         raise errors.LicenseDoesNotExist()
     return lookup.order, lookup.activation
@@ -160,7 +191,7 @@ def download(activation_key: str, segment: str) -> tuple[Order, Activation]:
 
 def queue_status(activation_key: str, segment: str) -> Activation:
     """Generation is synchronous: a requested activation is always finished."""
-    lookup = _enabled(_read(activation_key, segment))
+    lookup = _enabled(_read_retrying(activation_key, segment))
     if lookup.activation is None:
         raise errors.ActivationNotRequested()
     return lookup.activation
@@ -168,27 +199,40 @@ def queue_status(activation_key: str, segment: str) -> Activation:
 
 def generation_errors(activation_key: str, segment: str) -> NoReturn:
     """A failed generation rolls back and leaves nothing stored, so there are never errors to show."""
-    _enabled(_read(activation_key, segment))
+    _enabled(_read_retrying(activation_key, segment))
     raise errors.NoErrors()
 
 
 def deactivate(activation_key: str, segment: str) -> None:
     """Give the host's seat back, within the order's deactivation allowance."""
-    lookup = _read(activation_key, segment)
+    lookup = _read_retrying(activation_key, segment)
     if not lookup.order.enabled:
         raise errors.CannotDeactivate()
     if lookup.activation is None:
         raise errors.LicenseDoesNotExist()
-    order_key = lookup.order.activation_key
     # A seat to give back, an allowance left, and the order still enabled.
     may_deactivate = ((Order.activated_licenses > 0) & (Order.enabled == True)  # noqa: E712
                       & (Order.deactivations_used < Order.deactivations_allowed))
+    _free_seat(lookup, may_deactivate, [Order.deactivations_used.add(1)], errors.CannotDeactivate)
+
+
+def revoke(activation_key: str, segment: str) -> None:
+    """Operator action: free a host's seat whatever the order's allowance (not counted in it)."""
+    lookup = _read_retrying(activation_key, segment)
+    if lookup.activation is None:
+        raise errors.LicenseDoesNotExist()
+    _free_seat(lookup, Order.activated_licenses > 0, [], errors.LicenseDoesNotExist)
+
+
+def _free_seat(lookup: Lookup, condition: Any, extra_actions: list[Any],
+               refused: Callable[[], errors.KeyturnError]) -> None:
+    order_key = lookup.order.activation_key
 
     def attempt() -> None:
         with TransactWrite(connection=_connection()) as write:
             write.delete(Activation(order_key, lookup.hostids_key), condition=Activation.hostids_key.exists())
-            write.update(Order(order_key), condition=may_deactivate, actions=[
-                Order.activated_licenses.add(-1), Order.deactivations_used.add(1)])
+            write.update(Order(order_key), condition=condition & Order.activation_key.exists(),
+                         actions=[Order.activated_licenses.add(-1), *extra_actions])
 
     try:
         _retrying_conflicts(attempt)
@@ -197,27 +241,27 @@ def deactivate(activation_key: str, segment: str) -> None:
         if host_reason == "ConditionalCheckFailed":
             raise errors.LicenseDoesNotExist() from None
         if order_reason == "ConditionalCheckFailed":
-            raise errors.CannotDeactivate() from None
+            raise refused() from None
         raise
 
 
 def licenses_in_states(activation_key: str, states: list[str]) -> tuple[Order, list[Activation]]:
     """The order's licenses in any of ``states`` (``success``, ``failed``, ``in_progress``)."""
+    order = order_for_key(activation_key)
     if not states or any(state not in STATES for state in states):
         raise errors.UnsupportedState()
-    order = order_for_key(activation_key)
     found = [a for a in Activation.query(order.activation_key, consistent_read=True) if a.state in states]
     if not found:
         raise errors.NoLicensesForState()
     return order, sorted(found, key=lambda a: (a.activation_time, a.hostids_key))
 
 
-def order_for_key(activation_key: str) -> Order:
+def order_for_key(activation_key: str, *, check_enabled: bool = True) -> Order:
     try:
         order = Order.get(normalise_key(activation_key), consistent_read=True)
     except DoesNotExist:
         raise errors.InvalidActivationKey() from None
-    if not order.enabled:
+    if check_enabled and not order.enabled:
         raise errors.OrderDisabled()
     return order
 

@@ -107,6 +107,17 @@ def allow_deactivations(args: argparse.Namespace) -> str:
     return _domain(lambda: _show(orders.allow_deactivations(args.key, args.total)))
 
 
+def revoke_activation(args: argparse.Namespace) -> str:
+    _needs_database(args.stage)
+    from chalicelib import activations, hostids, orders
+
+    def run() -> str:
+        activations.revoke(args.key, hostids.encode_segment(args.hostids))
+        return _show(orders.get_order(args.key))
+
+    return _domain(run)
+
+
 def signing_keys(args: argparse.Namespace) -> str:
     from chalicelib import keystore
 
@@ -177,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     allow.add_argument("key", metavar="KEY")
     allow.add_argument("total", metavar="N", type=int)
     allow.set_defaults(run=allow_deactivations)
+
+    revoke = commands.add_parser(
+        "revoke-activation", help="free a host's seat (not counted against the deactivation allowance)",
+        description="Delete the license of one host and give its seat back to the order, whatever the "
+                    "order's deactivation allowance. HOSTIDS is the plain text, e.g. HOSTNAME=build-01.")
+    revoke.add_argument("key", metavar="KEY")
+    revoke.add_argument("hostids", metavar="HOSTIDS")
+    revoke.set_defaults(run=revoke_activation)
 
     keys_command = commands.add_parser("signing-keys", help="print the public keys that verify license files")
     keys_command.set_defaults(run=signing_keys)

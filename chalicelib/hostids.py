@@ -95,6 +95,8 @@ def _decode_segment(segment: str) -> bytes:
     per alphabet and padding choice.
     """
     text = unquote(segment)
+    if not text.isascii():  # base64 is ASCII; b64decode would raise ValueError, not binascii.Error
+        raise errors.HostIdFormat()
     chars = set(text)
     if chars & _STANDARD_ONLY and chars & _URLSAFE_ONLY:
         raise errors.HostIdFormat()
@@ -134,14 +136,21 @@ def parse_hostids(segment: str) -> tuple[HostId, ...]:
     return tuple(hostids)
 
 
+MAX_CANONICAL_BYTES = 1024  # DynamoDB's limit for a sort key, which the canonical form is
+
+
 def canonical(hostids: Iterable[HostId]) -> str:
     """The lookup key for a set of host ids: ``TYPE=VALUE`` items, sorted, distinct.
 
     Order, case, MAC separators and repeats are not part of a host's identity, so two
     requests that differ only in those must find the same license.  Also the ``HOSTID``
-    text written into license files.
+    text written into license files.  A set longer than a DynamoDB sort key allows is a
+    format error (no real host needs 1 KiB of ids).
     """
-    return ",".join(f"{name}={value}" for name, value in sorted(set(map(_canonical_pair, hostids))))
+    text = ",".join(f"{name}={value}" for name, value in sorted(set(map(_canonical_pair, hostids))))
+    if len(text.encode()) > MAX_CANONICAL_BYTES:
+        raise errors.HostIdFormat()
+    return text
 
 
 def check_template(hostids: Sequence[HostId], template: Mapping[str, Any]) -> None:

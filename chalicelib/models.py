@@ -15,7 +15,6 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
-    VersionAttribute,
 )
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -37,9 +36,9 @@ def _table(name: str) -> str:
 class User(Model):
     """A console/API user.  Access: get by username (login).
 
-    ``failed_logins`` counts failures inside the window that started at
-    ``failed_window_start``; ``locked_until`` blocks logins.  ``version`` makes every
-    update conditional, so two racing failed logins cannot both count as one.
+    ``failed_logins`` counts attempts inside the window that started at
+    ``failed_window_start``; ``locked_until`` blocks logins.  Every change is one
+    conditional update (see ``users``), never a read followed by a write.
     """
 
     class Meta(_Meta):
@@ -52,7 +51,6 @@ class User(Model):
     failed_window_start = NumberAttribute(default=0)
     locked_until = NumberAttribute(default=0)
     created_at = NumberAttribute()
-    version = VersionAttribute()
 
 
 class Session(Model):

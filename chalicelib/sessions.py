@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from pynamodb.exceptions import DoesNotExist
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib import errors, runtime, users
 from chalicelib.config import settings
@@ -73,12 +73,25 @@ def authenticate(session_id: str | None) -> Session:
     ttl = settings().session_ttl
     refresh_after_ms = max(1, min(60, ttl // 10)) * 1000
     if now - session.refreshed_at >= refresh_after_ms:
-        expires_at = now + ttl * 1000
-        session.update(actions=[
+        refresh(session, now, ttl)
+    return session
+
+
+def refresh(session: Session, now: int, ttl: int) -> None:
+    """Slide the expiry to ``ttl`` from ``now``; :class:`errors.InvalidSession` if logged out meanwhile.
+
+    Conditional, because an UpdateItem on a deleted key would re-create the session.
+    """
+    expires_at = now + ttl * 1000
+    try:
+        session.update(condition=Session.token_hash.exists(), actions=[
             Session.refreshed_at.set(now), Session.expires_at.set(expires_at),
             Session.ttl_seconds.set(ttl), Session.purge_at.set(_purge_time(expires_at)),
         ])
-    return session
+    except UpdateError as exc:
+        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            raise errors.InvalidSession() from None
+        raise
 
 
 def logout(session_id: str) -> None:

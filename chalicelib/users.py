@@ -1,10 +1,18 @@
-"""Users and the login lockout (5 failures in 5 minutes lock the account for 5 minutes)."""
+"""Users and the login lockout (5 failures in 5 minutes lock the account for 5 minutes).
+
+Every login attempt is counted *before* its password is checked, with one conditional
+update, so a burst of parallel guesses cannot all be checked against the hash before
+the first failure is recorded: at most ``LOCKOUT_FAILURES`` guesses per window are
+ever verified.  A correct password clears the count, but only if no lock was set in
+the meantime.  Unknown usernames cost the same (a GetItem, a failed conditional
+update, the scrypt work), so answers and timing do not tell whether a user exists.
+"""
 
 from __future__ import annotations
 
 import uuid
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib import errors, passwords, runtime
 from chalicelib.models import User
@@ -12,7 +20,11 @@ from chalicelib.models import User
 LOCKOUT_FAILURES = 5
 LOCKOUT_WINDOW_MS = 5 * 60 * 1000
 LOCKOUT_MS = 5 * 60 * 1000
-_RETRIES = 5
+MAX_USERNAME = 128
+
+
+def _conditional_failure(exc: Exception) -> bool:
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def get(username: str) -> User | None:
@@ -25,78 +37,68 @@ def get(username: str) -> User | None:
 def set_password(username: str, password: str) -> User:
     """Create ``username`` or reset its password; either way its lock is cleared.
 
-    ``make run`` calls this to seed ``admin`` at every start.
+    One upsert, so it is safe to run at every ``make run`` start (seeding ``admin``).
     """
-    if not username or not password:
-        raise ValueError("username and password must not be empty")
-    password_hash = passwords.hash_password(password)
-    for _ in range(_RETRIES):
-        user = get(username)
-        if user is None:
-            user = User(username, user_id=str(uuid.uuid4()), password_hash=password_hash,
-                        created_at=runtime.now_ms())
-        else:
-            user.password_hash = password_hash
-            user.failed_logins = 0
-            user.failed_window_start = 0
-            user.locked_until = 0
-        try:
-            user.save()  # conditional on the version read (or on absence)
-            return user
-        except PutError as exc:
-            if not _is_conditional_failure(exc):
-                raise
-    raise RuntimeError(f"user {username!r} kept changing while its password was set")
-
-
-def authenticate(username: str, password: str) -> User:
-    """The user these credentials belong to, or :class:`errors.BadCredentials`.
-
-    A locked or unknown account costs the same scrypt work as a wrong password and
-    gives the same answer, so neither can be told apart from outside.
-    """
-    now = runtime.now_ms()
-    user = get(username)
-    if user is None or user.locked_until > now:
-        passwords.burn_time(password)
-        raise errors.BadCredentials()
-    if not passwords.verify_password(password, user.password_hash):
-        _record_failure(user, now)
-        raise errors.BadCredentials()
-    if user.failed_logins:
-        _update(user, lambda u: [User.failed_logins.set(0), User.failed_window_start.set(0)])
+    if not username or len(username) > MAX_USERNAME or not password:
+        raise ValueError(f"username (1-{MAX_USERNAME} characters) and password must not be empty")
+    user = User(username)
+    user.update(actions=[
+        User.password_hash.set(passwords.hash_password(password)),
+        User.failed_logins.set(0), User.failed_window_start.set(0), User.locked_until.set(0),
+        User.user_id.set(User.user_id | str(uuid.uuid4())),
+        User.created_at.set(User.created_at | runtime.now_ms()),
+    ])
     return user
 
 
-def _record_failure(user: User, now: int) -> None:
-    def actions(u: User) -> list:
-        if now - u.failed_window_start > LOCKOUT_WINDOW_MS:
-            count, window_start = 1, now
-        else:
-            count, window_start = u.failed_logins + 1, u.failed_window_start
-        if count >= LOCKOUT_FAILURES:
-            return [User.failed_logins.set(0), User.failed_window_start.set(0),
-                    User.locked_until.set(now + LOCKOUT_MS)]
-        return [User.failed_logins.set(count), User.failed_window_start.set(window_start)]
-
-    _update(user, actions)
+def _try(username: str, actions: list, condition) -> User | None:  # type: ignore[no-untyped-def]
+    """Apply ``actions`` if ``condition`` holds; the updated user, or None when it did not."""
+    user = User(username)
+    try:
+        user.update(actions=actions, condition=User.username.exists() & condition)
+    except UpdateError as exc:
+        if _conditional_failure(exc):
+            return None
+        raise
+    return user
 
 
-def _update(user: User, actions) -> None:  # type: ignore[no-untyped-def]
-    """Apply ``actions(user)`` conditional on the version read; re-read and retry on a race."""
-    for _ in range(_RETRIES):
-        try:
-            user.update(actions=actions(user))
-            return
-        except UpdateError as exc:
-            if not _is_conditional_failure(exc):
-                raise
-            fresh = get(user.username)
-            if fresh is None:
-                return
-            user = fresh
-    raise RuntimeError(f"user {user.username!r} kept changing")
+def _reserve_attempt(username: str, now: int, known: bool) -> User | None:
+    """Count one attempt; None when the account is unknown, locked, or out of attempts."""
+    not_locked = User.locked_until <= now
+    in_window = User.failed_window_start > now - LOCKOUT_WINDOW_MS
+    counted = _try(username, [User.failed_logins.add(1)],
+                   not_locked & in_window & (User.failed_logins < LOCKOUT_FAILURES))
+    if counted is not None or not known:
+        return counted
+    restarted = _try(username, [User.failed_logins.set(1), User.failed_window_start.set(now)],
+                     not_locked & ~in_window)
+    if restarted is not None:
+        return restarted
+    # Out of attempts in this window: lock (once, whoever gets here first).
+    _try(username, [User.locked_until.set(now + LOCKOUT_MS), User.failed_logins.set(0),
+                    User.failed_window_start.set(0)],
+         not_locked & (User.failed_logins >= LOCKOUT_FAILURES))
+    return None
 
 
-def _is_conditional_failure(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+def authenticate(username: str, password: str) -> User:
+    """The user these credentials belong to, or :class:`errors.BadCredentials`."""
+    if not username or len(username) > MAX_USERNAME:
+        passwords.burn_time(password)
+        raise errors.BadCredentials()
+    now = runtime.now_ms()
+    user = get(username)
+    attempt = _reserve_attempt(username, now, known=user is not None)
+    if user is None or attempt is None:
+        passwords.burn_time(password)
+        raise errors.BadCredentials()
+    if not passwords.verify_password(password, user.password_hash):
+        if attempt.failed_logins >= LOCKOUT_FAILURES:
+            _try(username, [User.locked_until.set(now + LOCKOUT_MS), User.failed_logins.set(0),
+                            User.failed_window_start.set(0)], User.locked_until <= now)
+        raise errors.BadCredentials()
+    cleared = _try(username, [User.failed_logins.set(0), User.failed_window_start.set(0)], User.locked_until <= now)
+    if cleared is None:  # locked by parallel failures while this password was being checked
+        raise errors.BadCredentials()
+    return user

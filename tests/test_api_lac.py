@@ -312,3 +312,69 @@ def test_no_license_record_exists_for_a_refused_host(client: Client, aws: None) 
     call(client, "PUT", f"/licenses/{key}/{CUSTOM_A}")
     call(client, "PUT", f"/licenses/{key}/{segment('CUSTOM=b')}")
     assert [a.hostids_key for a in models.Activation.query(key)] == ["CUSTOM=A"]
+
+
+# --- found in review: inputs that must never be a 500, and the key-first check order ------
+
+def test_percent_encoded_non_ascii_host_ids_are_a_format_error(client: Client, key: str) -> None:
+    assert_error(call(client, "PUT", f"/licenses/{key}/%C3%A9AAA"), 400, "Invalid HostID format provided.")
+
+
+def test_host_ids_longer_than_a_dynamodb_key_are_a_format_error(client: Client, aws: None) -> None:
+    key = new_order(hostid={"types": [{"nameRaw": t, "min": 0, "max": 1} for t in
+                                      ("CUSTOM", "HOSTNAME", "BIOS", "LONG", "HARDDISK")], "min": 1})
+    text = ",".join(f"{t}={'v' * 255}" for t in ("CUSTOM", "HOSTNAME", "BIOS", "LONG", "HARDDISK"))
+    assert_error(call(client, "PUT", f"/licenses/{key}/{segment(text)}"), 400, "Invalid HostID format provided.")
+
+
+@pytest.mark.parametrize("bad_key", ["short", "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE", "AAAAA_BBBBB_CCCCC_DDDDD", "x" * 3000])
+def test_a_malformed_activation_key_is_unknown_without_a_lookup(client: Client, aws: None, bad_key: str) -> None:
+    assert_error(call(client, "PUT", f"/licenses/{bad_key}/{CUSTOM_A}"), 400, "Invalid activation key specified.")
+    assert_error(call(client, "GET", f"/license-orders/{bad_key}"), 404, "Invalid activation key specified.")
+
+
+def test_activation_keys_are_accepted_in_lower_case(client: Client, key: str) -> None:
+    assert call(client, "PUT", f"/licenses/{key.lower()}/{CUSTOM_A}").status_code == 202
+    assert call(client, "GET", f"/license-orders/{key.lower()}").json_body["activationKey"] == key
+
+
+def test_an_unknown_key_is_reported_before_garbled_host_ids_or_states(client: Client, aws: None) -> None:
+    unknown = "AAAAA-BBBBB-CCCCC-DDDDD"
+    assert_error(call(client, "GET", f"/licenses/{unknown}/!!!"), 404, "Invalid activation key specified.")
+    assert_error(call(client, "PUT", f"/licenses/{unknown}/!!!"), 400, "Invalid activation key specified.")
+    assert_error(call(client, "GET", f"/licenses/{unknown}?state=bogus"), 404, "Invalid activation key specified.")
+
+
+def test_head_errors_have_no_body(client: Client, aws: None) -> None:
+    response = call(client, "HEAD", "/license-orders/AAAAA-BBBBB-CCCCC-DDDDD")
+    assert (response.status_code, response.body) == (404, b"")
+
+
+def test_reads_are_retried_when_dynamodb_cancels_them_for_a_conflicting_write() -> None:
+    from pynamodb.exceptions import CancellationReason, TransactGetError, VerboseClientError
+
+    from chalicelib import activations
+
+    attempts = []
+
+    def read() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            cause = VerboseClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"}},
+                                       "TransactGetItems", cancellation_reasons=[
+                                           CancellationReason(code="TransactionConflict"), None])
+            raise TransactGetError("cancelled", cause=cause)
+        return "read"
+
+    assert activations._retrying_conflicts(read) == "read"
+    assert len(attempts) == 3
+
+
+def test_operators_can_revoke_an_activation_outside_the_allowance(client: Client, key: str) -> None:
+    from chalicelib import activations
+
+    call(client, "PUT", f"/licenses/{key}/{CUSTOM_A}")
+    activations.revoke(key, CUSTOM_A)
+    order = models.Order.get(key)
+    assert (order.activated_licenses, order.deactivations_used) == (0, 0)
+    assert_error(call(client, "GET", f"/licenses/{key}/{CUSTOM_A}"), 404, "License does not exist.")

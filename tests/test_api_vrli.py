@@ -382,3 +382,58 @@ def test_logs_never_contain_keys_or_session_ids(client: Client, auth: dict[str, 
     output = capsys.readouterr().out
     assert "license added" in output
     assert key not in output and session_id not in output
+
+
+# --- found in review: races and inputs that must never be a 500 -------------------------
+
+def test_a_refresh_racing_a_logout_does_not_bring_the_session_back(client: Client, auth: dict[str, str],
+                                                                  session_id: str, clock: FakeClock) -> None:
+    from chalicelib import errors, sessions
+
+    (stale,) = list(models.Session.scan())  # read by a request just before the logout
+    sessions.logout(session_id)
+    with pytest.raises(errors.InvalidSession):
+        sessions.refresh(stale, int(clock().timestamp() * 1000) + 60_000, 1800)
+    assert list(models.Session.scan()) == []
+    response = client.http.get("/api/v1/sessions/current", headers=auth)
+    assert (response.status_code, response.body) == (401, b"Invalid session ID")
+
+
+@pytest.mark.parametrize("username", ["", "x" * 129])
+def test_an_empty_or_overlong_username_is_a_wrong_login_not_a_500(client: Client, admin: models.User,
+                                                                    username: str) -> None:
+    response = login(client, username=username)
+    assert response.status_code == 401
+    assert response.json_body == {"errorMessage": "Invalid username or password.", "errorCode": "FIELD_ERROR"}
+
+
+def test_a_provider_with_a_trailing_newline_is_a_field_error(client: Client, admin: models.User) -> None:
+    body = json.dumps({"username": "admin", "password": ADMIN_PASSWORD, "provider": "Local\n"})
+    response = client.http.post("/api/v1/sessions", headers=JSON, body=body)
+    assert response.status_code == 400 and response.json_body["errorDetails"]["field"] == "provider"
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"[" * 5000 + b"]" * 5000, "The JSON is nested too deeply."),
+    (b'{"key":' + b"1" * 5000 + b"}", "Malformed JSON: Exceeds the limit (4300 digits) for integer string "
+                                       "conversion: value has 5000 digits; use sys.set_int_max_str_digits() "
+                                       "to increase the limit."),
+])
+def test_pathological_json_is_a_json_format_error(client: Client, auth: dict[str, str], body: bytes,
+                                                  reason: str) -> None:
+    response = client.http.post("/api/v1/licenses", headers=auth, body=body)
+    assert response.status_code == 400
+    assert response.json_body == {"errorMessage": "Invalid request body.", "errorCode": "JSON_FORMAT_ERROR",
+                                  "errorDetails": {"reason": reason}}
+
+
+def test_lockout_counts_each_attempt_before_checking_it(admin: models.User, clock: FakeClock) -> None:
+    from chalicelib import errors
+
+    for _ in range(4):
+        with pytest.raises(errors.BadCredentials):
+            users.authenticate("admin", "wrong")
+    assert models.User.get("admin").failed_logins == 4
+    assert users.authenticate("admin", ADMIN_PASSWORD).username == "admin"
+    stored = models.User.get("admin")
+    assert (stored.failed_logins, stored.locked_until) == (0, 0)

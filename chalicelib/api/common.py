@@ -66,6 +66,10 @@ def json_object(request: Request) -> dict[str, Any]:
         raise errors.BadJson(detail={"reason": "The request body is not UTF-8."}) from None
     except json.JSONDecodeError as exc:
         raise errors.BadJson(detail={"reason": f"Malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."}) from None
+    except RecursionError:
+        raise errors.BadJson(detail={"reason": "The JSON is nested too deeply."}) from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise errors.BadJson(detail={"reason": f"Malformed JSON: {exc}."}) from None
     if not isinstance(body, dict):
         raise errors.BadJson(detail={"reason": "The request body must be a JSON object."})
     return body
@@ -103,7 +107,7 @@ def http_middleware(event: Request | None, get_response: Callable[[Request | Non
     context = getattr(event, "context", None) or {}
     request_id = str(context.get("requestId") or uuid.uuid4())
     token = request_id_var.set(request_id)
-    logger.append_keys(request_id=request_id)
+    logger.thread_safe_append_keys(request_id=request_id)  # chalice local serves requests in threads
     path = getattr(event, "path", "") or ""
     try:
         try:
@@ -118,10 +122,12 @@ def http_middleware(event: Request | None, get_response: Callable[[Request | Non
             response = translator(make_error())
             if allow:
                 response.headers["Allow"] = allow
+        if getattr(event, "method", "") == "HEAD":  # errors too: HEAD never has a body
+            response.body = ""
         response.headers[REQUEST_ID_HEADER] = request_id
         logger.info("request", extra={"method": getattr(event, "method", ""), "path": path,
                                       "status": response.status_code})
         return response
     finally:
-        logger.remove_keys(["request_id"])
+        logger.thread_safe_remove_keys(["request_id"])
         request_id_var.reset(token)

@@ -188,11 +188,8 @@ def licenses_by_state(key: str) -> Response:
 
 @endpoint("/license-orders/{key}", ["GET", "HEAD"])
 def license_order(key: str) -> Response:
-    request = lac.current_request
-    response = _hal(order_body(activations.order_for_key(key), base_url(request)))
-    if request.method == "HEAD":
-        response.body = ""  # the same headers, no body (chalice local would send one)
-    return response
+    # HEAD: the HTTP middleware empties the body (chalice local would send one).
+    return _hal(order_body(activations.order_for_key(key), base_url(lac.current_request)))
 
 
 @endpoint("/license-errors/{key}/{hostids}", ["GET"])
@@ -203,4 +200,4 @@ def license_errors(key: str, hostids: str) -> Response:
 @endpoint("/signing-keys", ["GET"])
 def signing_keys() -> Response:
     """Extension: the public keys that verify license files, by ``kid`` (KEYID)."""
-    return json_response({"keys": [key.public_jwk_like() for key in keystore.signing_keys()]})
+    return _hal({"keys": [key.public_jwk_like() for key in keystore.signing_keys()]})

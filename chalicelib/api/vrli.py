@@ -65,14 +65,14 @@ def endpoint(path: str, methods: list[str], *, auth: bool = True) -> Callable[[C
                 if auth:
                     header = vrli.current_request.headers.get("authorization")
                     session = sessions.authenticate(sessions.bearer_token(header))
-                    logger.append_keys(user_id=session.user_id)
+                    logger.thread_safe_append_keys(user_id=session.user_id)
                     return view(session, **kwargs)
                 return view(**kwargs)
 
             try:
                 return handle_errors(error_response, call)
             finally:
-                logger.remove_keys(["user_id"])
+                logger.thread_safe_remove_keys(["user_id"])
 
         vrli.route(path, methods=methods)(routed)
         return routed
@@ -86,7 +86,7 @@ def login() -> Response:
     username = string_field(body, "username")
     password = string_field(body, "password")
     provider = string_field(body, "provider")
-    if not _PROVIDER_PATTERN.match(provider):
+    if not _PROVIDER_PATTERN.fullmatch(provider):
         raise errors.BadField(detail={"field": "provider",
                                       "reason": "The provider must be one of Local, ActiveDirectory, vIDM."})
     opened = sessions.login(username, password, provider)

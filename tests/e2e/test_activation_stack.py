@@ -131,6 +131,11 @@ def test_operators_manage_orders_from_the_cli(stack: LocalStack) -> None:
     allowed = cli(stack.state_dir, "allow-deactivations", key, "1")
     assert allowed.returncode == 0 and json.loads(allowed.stdout)["deactivationsAllowed"] == 1
     assert requests.delete(f"{stack.url}/rest/v1/licenses/{key}/{segment('HOSTNAME=h1')}", timeout=30).status_code == 204
+    assert put(stack, key, "h2").status_code == 202
+    revoked = cli(stack.state_dir, "revoke-activation", key, "HOSTNAME=h2")
+    assert revoked.returncode == 0 and json.loads(revoked.stdout)["activatedLicenses"] == 0
+    head = requests.head(f"{stack.url}/rest/v1/license-orders/{key}", timeout=30)
+    assert (head.status_code, head.content) == (200, b"")
     unknown = cli(stack.state_dir, "show-order", "AAAAA-AAAAA-AAAAA-AAAAA")
     assert unknown.returncode == 1 and "Invalid activation key specified." in unknown.stderr
 

@@ -89,6 +89,23 @@ def test_concurrent_posts_of_one_key_give_exactly_one_201(stack: LocalStack) -> 
     assert sorted(statuses) == [201] + [409] * 7
 
 
+def test_parallel_guessing_cannot_get_past_the_lockout(stack: LocalStack) -> None:
+    created = cli(stack.state_dir, "set-password", "guessme", "--password", "the-right-one")
+    assert created.returncode == 0, created.stderr
+
+    def attempt(n: int) -> int:
+        password = "the-right-one" if n == 15 else f"guess-{n}"
+        return stack.post("/api/v1/sessions", json={"username": "guessme", "password": password,
+                                                     "provider": "Local"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        statuses = list(pool.map(attempt, range(30)))
+    assert set(statuses) <= {200, 401} and statuses.count(200) <= 1
+    locked = stack.post("/api/v1/sessions", json={"username": "guessme", "password": "the-right-one",
+                                                  "provider": "Local"})
+    assert locked.status_code == 401  # 29 wrong guesses in a burst lock the account
+
+
 def test_errors_on_the_wire_are_in_the_vrli_format_with_a_request_id(stack: LocalStack) -> None:
     unauthenticated = stack.get("/api/v1/licenses")
     assert (unauthenticated.status_code, unauthenticated.content) == (401, b"Invalid session ID")
