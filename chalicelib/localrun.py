@@ -5,7 +5,8 @@
 2. ``python -m chalicelib.localdb`` (moto, single-threaded, journaled) on a free port;
 3. tables created, user ``admin`` seeded (``KEYTURN_ADMIN_PASSWORD``, else a password
    generated once into ``<state>/admin-password``), its lock cleared;
-4. ``chalice local --no-autoreload --stage local`` on 127.0.0.1:``PORT`` (8000).
+4. ``chalice local --no-autoreload --stage local`` on 127.0.0.1:``PORT`` (8000), through
+   ``chalicelib.localapi``, which only raises its listen backlog.
 
 Both servers run in process groups of their own, so the terminal's Ctrl-C reaches only
 this process, which then stops them (API first) and waits for them.  Both also get
@@ -138,9 +139,8 @@ def run() -> int:
         users.set_password(ADMIN_USER, password)
 
         url = f"http://127.0.0.1:{port}"
-        chalice = str(Path(sys.executable).with_name("chalice"))
-        api = _spawn([chalice, "local", "--no-autoreload", "--host", "127.0.0.1", "--port", str(port),
-                      "--stage", "local"], env)
+        api = _spawn([sys.executable, "-m", "chalicelib.localapi", "local", "--no-autoreload",
+                      "--host", "127.0.0.1", "--port", str(port), "--stage", "local"], env)
         (state_dir / stages.STACK_FILE).write_text(json.dumps({
             "pid": os.getpid(), "api_url": url, "api_pid": api.pid,
             "dynamodb_endpoint": endpoint, "dynamodb_pid": db.pid,
