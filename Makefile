@@ -18,8 +18,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m chalicelib.localrun
 
-## make test: the whole suite (unit, API, end-to-end on a real local stack)
+## make test: type checks, then the whole suite (unit, API, end-to-end on a real local stack)
 test: $(STAMP)
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 ## make bench: speed, request counts and memory against baselines measured in the same run
@@ -35,4 +36,4 @@ package: $(STAMP)
 	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache build

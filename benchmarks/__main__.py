@@ -93,7 +93,7 @@ def main() -> int:
             original(self)
             self.register("before-call.dynamodb", counter)
 
-        botocore.session.Session._register_components = register  # type: ignore[method-assign]
+        botocore.session.Session._register_components = register
         keystore.ensure_local_secrets(STATE)
         models.create_tables()
         users.set_password("admin", "bench-password")

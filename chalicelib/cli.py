@@ -14,9 +14,14 @@ import json
 import os
 import sys
 from datetime import date
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from chalicelib import stages
+
+if TYPE_CHECKING:  # models read table names at import: only after use_stage()
+    from chalicelib.models import Order
+
+_T = TypeVar("_T")
 
 
 def _date(text: str) -> date:
@@ -58,13 +63,14 @@ def _read_json(source: str) -> object:
         raise SystemExit(f"{source}: not JSON: {exc}") from None
 
 
-def _show(order: object) -> str:
+def _show(order: "Order") -> str:
     from chalicelib import orders
 
-    return json.dumps(orders.describe(order), ensure_ascii=False, indent=2)  # type: ignore[arg-type]
+    return json.dumps(orders.describe(order), ensure_ascii=False, indent=2)
 
 
-def _domain(call: Callable[[], str]) -> str:
+def _domain(call: Callable[[], _T]) -> _T:
+    """Run an operation; a domain error ends the CLI with its message (exit status 1)."""
     from chalicelib import errors
 
     try:
@@ -77,8 +83,8 @@ def create_order(args: argparse.Namespace) -> str:
     _needs_database(args.stage)
     from chalicelib import orders
 
-    order = _domain(lambda: orders.create_order(_read_json(args.file)))  # type: ignore[arg-type,return-value]
-    return f"{_show(order)}\n{order.activation_key}"  # type: ignore[attr-defined]
+    order = _domain(lambda: orders.create_order(_read_json(args.file)))
+    return f"{_show(order)}\n{order.activation_key}"
 
 
 def show_order(args: argparse.Namespace) -> str:

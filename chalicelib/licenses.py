@@ -23,7 +23,7 @@ def add(key: Any, *, added_by: str | None = None) -> LicenseKey:
     summary = keys.decode(key, secret=keystore.license_key_secret())
     item = LicenseKey(
         keys.normalise(key), license_id=str(uuid.uuid4()), created_at=runtime.now_ms(),
-        type_enum=summary.type_enum.value, count=summary.count,
+        type_enum=summary.type_enum.value, units=summary.count,
         expiration_date=summary.expiration_ms, added_by=added_by,
     )
     try:

@@ -168,7 +168,7 @@ def journaling(app: WsgiApp, journal: Journal) -> WsgiApp:
 def build_app(state_dir: Path) -> tuple[WsgiApp, Journal]:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    moto_app: WsgiApp = DomainDispatcherApplication(create_backend_app)  # type: ignore[assignment]
+    moto_app: WsgiApp = DomainDispatcherApplication(create_backend_app)
     journal = Journal(state_dir / JOURNAL)
     scopes = replay(moto_app, journal)
     compact(moto_app, journal, scopes)

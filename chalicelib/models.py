@@ -99,7 +99,7 @@ class LicenseKey(Model):
     license_id = UnicodeAttribute()
     created_at = NumberAttribute()
     type_enum = UnicodeAttribute()
-    count = NumberAttribute()
+    units = NumberAttribute(attr_name="count")  # not "count": that name is Model.count()
     expiration_date = NumberAttribute()  # ms, 0 = never
     added_by = UnicodeAttribute(null=True)
     by_id = LicenseIdIndex()

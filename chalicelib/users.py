@@ -13,6 +13,8 @@ from __future__ import annotations
 import uuid
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 
 from chalicelib import errors, passwords, runtime
 from chalicelib.models import User
@@ -51,7 +53,7 @@ def set_password(username: str, password: str) -> User:
     return user
 
 
-def _try(username: str, actions: list, condition) -> User | None:  # type: ignore[no-untyped-def]
+def _try(username: str, actions: list[Action], condition: Condition) -> User | None:
     """Apply ``actions`` if ``condition`` holds; the updated user, or None when it did not."""
     user = User(username)
     try:

@@ -175,7 +175,7 @@ def deactivate(key: str, hostids: str) -> Response:
 @endpoint("/licenses/{key}", ["GET"])
 def licenses_by_state(key: str) -> Response:
     request = lac.current_request
-    raw = (request.query_params or {}).get("state")
+    raw = request.query_params.get("state") if request.query_params else None
     states = [s.strip() for s in raw.split(",")] if raw is not None else list(activations.STATES)
     order, found = activations.licenses_in_states(key, states)
     base = base_url(request)
