@@ -166,8 +166,10 @@ def journaling(app: WsgiApp, journal: Journal) -> WsgiApp:
 
 
 def build_app(state_dir: Path) -> tuple[WsgiApp, Journal]:
+    from moto.dynamodb.models import dynamodb_backends
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    dynamodb_backends.reset()  # moto's state is per process: start from empty, then replay
     moto_app: WsgiApp = DomainDispatcherApplication(create_backend_app)
     journal = Journal(state_dir / JOURNAL)
     scopes = replay(moto_app, journal)
