@@ -21,6 +21,7 @@ import requests
 
 PROJECT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
+STARTED: set[int] = set()  # every pid any stack recorded: the suite checks none survives
 
 
 def free_port() -> int:
@@ -49,8 +50,10 @@ def cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 class LocalStack:
-    def __init__(self, state_dir: Path, admin_password: str | None = "e2e-admin-password") -> None:
+    def __init__(self, state_dir: Path, admin_password: str | None = "e2e-admin-password",
+                 extra_env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
+        self.extra_env = extra_env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_password = admin_password
@@ -63,6 +66,7 @@ class LocalStack:
         env.update({"KEYTURN_LOCAL_DIR": str(self.state_dir), "PORT": str(self.port)})
         if self.admin_password is not None:
             env["KEYTURN_ADMIN_PASSWORD"] = self.admin_password
+        env.update(self.extra_env)
         return env
 
     def start(self) -> "LocalStack":
@@ -87,6 +91,7 @@ class LocalStack:
                 raise RuntimeError(f"the stack exited early:\n{self.output(offset)}")
             if "Keyturn is running" in self.output(offset):
                 self.recorded = json.loads((self.state_dir / "stack.json").read_text())
+                self.pids()
                 return
             time.sleep(0.2)
         raise RuntimeError(f"the stack did not start:\n{self.output(offset)}")
@@ -95,7 +100,9 @@ class LocalStack:
         return self.log.read_bytes()[offset:].decode(errors="replace")
 
     def pids(self) -> list[int]:
-        return [int(self.recorded[name]) for name in ("pid", "api_pid", "dynamodb_pid") if name in self.recorded]
+        pids = [int(self.recorded[name]) for name in ("pid", "api_pid", "dynamodb_pid") if name in self.recorded]
+        STARTED.update(pids)
+        return pids
 
     def stop(self, sig: int = signal.SIGINT) -> int:
         """Stop as a terminal's Ctrl-C does; returns the exit status."""

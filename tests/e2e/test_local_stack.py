@@ -60,11 +60,13 @@ def test_the_readme_session_survives_a_restart_and_leaves_no_process(tmp_path: P
 
 
 def test_without_a_given_password_one_is_generated_once_and_kept(tmp_path: Path) -> None:
-    stack = LocalStack(tmp_path / "state", admin_password=None).start()
+    stack = LocalStack(tmp_path / "state", admin_password=None, extra_env={"KEYTURN_SESSION_TTL": "120"}).start()
     try:
         password = (stack.state_dir / "admin-password").read_text().strip()
         assert len(password) >= 20 and password in stack.log.read_text()
-        stack.login(password)
+        response = stack.post("/api/v1/sessions", json={"username": "admin", "password": password,
+                                                         "provider": "Local"})
+        assert response.json()["ttl"] == 120  # KEYTURN_SESSION_TTL survives chalice local's stage variables
     finally:
         stack.stop()
     again = LocalStack(stack.state_dir, admin_password=None).start()

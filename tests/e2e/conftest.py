@@ -1,0 +1,16 @@
+"""The end-to-end suite leaves no process behind."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from tests.e2e.stack import STARTED, process_exists
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_survives_the_suite() -> Iterator[None]:
+    yield
+    survivors = sorted(pid for pid in STARTED if process_exists(pid))
+    assert not survivors, f"processes started by the e2e tests are still running: {survivors}"
