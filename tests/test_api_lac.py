@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import copy
 import json
 from typing import Any
 
@@ -12,28 +10,13 @@ from chalice.test import Client
 
 from chalicelib import keystore, models, orders, verifier
 from tests.conftest import FakeClock
+from tests.samples import SEED_ORDER, order, segment
 
 HOST = {"Host": "license.example.com"}
 BASE = "https://license.example.com/rest/v1"
 CUSTOM_A = "Q1VTVE9NPWE="  # CUSTOM=a
-SEED_ORDER: dict[str, Any] = {
-    "customer": {"name": "customer1ó?"},
-    "product": {"name": "product 1", "version": "2", "template": "Default"},
-    "licenseType": "local", "bulkMax": 10,
-    "hostid": {"types": [{"nameRaw": "CUSTOM", "min": 1, "max": 1}], "min": 1},
-    "features": [{"name": "feature-1", "version": "1.0"}],
-    "expirationDate": None, "maintenanceEndDate": None, "deactivationsAllowed": 0,
-}
-
-
-def segment(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def new_order(**changes: Any) -> str:
-    spec = copy.deepcopy(SEED_ORDER)
-    spec.update(changes)
-    return orders.create_order(spec).activation_key
+    return orders.create_order(order(SEED_ORDER, **changes)).activation_key
 
 
 def call(client: Client, method: str, path: str) -> Any:

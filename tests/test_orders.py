@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
@@ -10,21 +9,13 @@ import pytest
 
 from chalicelib import errors, orders, runtime
 from chalicelib.orderspec import parse_order
+from tests.samples import DESIGN_ORDER, order
 
-ORDER: dict[str, Any] = {
-    "customer": {"name": "Zoë Ltd"},
-    "product": {"name": "product 1", "version": "2", "template": "Default"},
-    "licenseType": "local", "bulkMax": 5,
-    "hostid": {"types": [{"nameRaw": "HOSTNAME", "min": 1, "max": 1}], "min": 1},
-    "features": [{"name": "f1", "version": "1.0"}],
-    "expirationDate": None, "maintenanceEndDate": None, "deactivationsAllowed": 1,
-}
+ORDER = DESIGN_ORDER
 
 
 def changed(**changes: Any) -> dict[str, Any]:
-    order = copy.deepcopy(ORDER)
-    order.update(changes)
-    return order
+    return order(DESIGN_ORDER, **changes)
 
 
 def problems(data: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import json
 import os
@@ -14,21 +13,11 @@ import pytest
 import requests
 
 from tests.e2e.stack import LocalStack, cli
+from tests.samples import HOSTNAME_TEMPLATE, SEED_ORDER, order, segment
 
 pytestmark = pytest.mark.e2e
 
-ORDER = {
-    "customer": {"name": "customer1ó?"},
-    "product": {"name": "product 1", "version": "2", "template": "Default"},
-    "licenseType": "local", "bulkMax": 10,
-    "hostid": {"types": [{"nameRaw": "HOSTNAME", "min": 1, "max": 1}], "min": 1},
-    "features": [{"name": "feature-1", "version": "1.0"}],
-    "expirationDate": None, "maintenanceEndDate": None, "deactivationsAllowed": 0,
-}
-
-
-def segment(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+ORDER = order(SEED_ORDER, hostid=HOSTNAME_TEMPLATE)
 
 
 @pytest.fixture(scope="module")
