@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from enum import StrEnum
 
 from chalicelib import errors, runtime
@@ -82,6 +82,13 @@ class KeySummary:
 
     def expired_at(self, moment: datetime) -> bool:
         return self.expires is not None and moment.timestamp() * 1000 > self.expiration_ms
+
+
+def expiry_day(expiration_ms: int) -> date | None:
+    """The inverse of :attr:`KeySummary.expiration_ms`."""
+    if expiration_ms == 0:
+        return None
+    return date.fromordinal(EPOCH.toordinal() + (expiration_ms + 1) // _DAY_MS - 1)
 
 
 def normalise(key: str) -> str:
@@ -151,6 +158,3 @@ def decode(key: str, *, secret: bytes) -> KeySummary:
     expires = None if day == 0 else date.fromordinal(EPOCH.toordinal() + day)
     return KeySummary(_TYPES_BY_CODE[type_code], count, expires, serial)
 
-
-def utc_day(moment: datetime) -> date:
-    return moment.astimezone(timezone.utc).date()

@@ -24,7 +24,7 @@ def add(key: Any, *, added_by: str | None = None) -> LicenseKey:
     item = LicenseKey(
         keys.normalise(key), license_id=str(uuid.uuid4()), created_at=runtime.now_ms(),
         type_enum=summary.type_enum.value, units=summary.count,
-        expiration_date=summary.expiration_ms, added_by=added_by,
+        expiration_date=summary.expiration_ms, serial=summary.serial, added_by=added_by,
     )
     try:
         item.save(condition=LicenseKey.license_key.does_not_exist())
@@ -56,9 +56,15 @@ def delete(license_id: str) -> None:
         raise
 
 
+def summary_of(item: LicenseKey) -> keys.KeySummary:
+    """What the key grants, as decoded from it when it was added."""
+    return keys.KeySummary(keys.KeyType(item.type_enum), int(item.units), keys.expiry_day(int(item.expiration_date)),
+                           int(item.serial))
+
+
 def to_wire(item: LicenseKey, now: datetime) -> dict[str, Any]:
-    """The license object of the wire contract (A.3), derived from the key itself."""
-    summary = keys.decode(item.license_key, secret=keystore.license_key_secret())
+    """The license object of the wire contract (A.3)."""
+    summary = summary_of(item)
     expired = summary.expired_at(now)
     return {
         "id": item.license_id,

@@ -88,8 +88,8 @@ class LicenseKey(Model):
     """A Log Insight-style license key added through POST /api/v1/licenses.
 
     Access: conditional put by normalised key (one copy of a key, ever stored at once),
-    scan for the list, query ``by-id`` for GET/DELETE by uuid.  The decoded summary is
-    stored for people reading the table; the API derives it from the key again.
+    scan for the list, query ``by-id`` for GET/DELETE by uuid.  The summary is decoded
+    from the key once, when it is added, and stored: reading needs no secret.
     """
 
     class Meta(_Meta):
@@ -101,6 +101,7 @@ class LicenseKey(Model):
     type_enum = UnicodeAttribute()
     units = NumberAttribute(attr_name="count")  # not "count": that name is Model.count()
     expiration_date = NumberAttribute()  # ms, 0 = never
+    serial = NumberAttribute()
     added_by = UnicodeAttribute(null=True)
     by_id = LicenseIdIndex()
 

@@ -437,3 +437,14 @@ def test_lockout_counts_each_attempt_before_checking_it(admin: models.User, cloc
     assert users.authenticate("admin", ADMIN_PASSWORD).username == "admin"
     stored = models.User.get("admin")
     assert (stored.failed_logins, stored.locked_until) == (0, 0)
+
+
+def test_listing_uses_the_summary_stored_when_the_key_was_added(client: Client, auth: dict[str, str],
+                                                                 state_dir: "object") -> None:
+    key = mint("CORE", 3, date(2030, 6, 30))
+    added = add(client, auth, key).json_body["license"]
+    stored = models.LicenseKey.get(key)
+    assert (stored.type_enum, stored.units, stored.expiration_date) == ("CORE", 3, added["expirationDate"])
+    assert keys.decode(key, secret=keystore.license_key_secret()).serial == stored.serial
+    listed = client.http.get("/api/v1/licenses", headers=auth).json_body["licenses"][added["id"]]
+    assert {k: v for k, v in listed.items() if k != "expiration"} == added

@@ -99,3 +99,10 @@ def test_every_grant_round_trips(type_enum: keys.KeyType, count: int, expires: d
     key = keys.mint(type_enum, count, expires, secret=SECRET, serial=serial)
     assert keys.KEY_PATTERN.match(key)
     assert keys.decode(key, secret=SECRET) == keys.KeySummary(type_enum, count, expires, serial)
+
+
+@settings(max_examples=200)
+@given(expires=st.none() | st.dates(date(1970, 1, 2), keys.MAX_EXPIRY))
+def test_the_expiry_day_is_recovered_from_expiration_ms(expires: date | None) -> None:
+    summary = keys.KeySummary(keys.KeyType.OSI, 1, expires, 0)
+    assert keys.expiry_day(summary.expiration_ms) == expires
