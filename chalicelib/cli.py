@@ -33,8 +33,7 @@ def _date(text: str) -> date:
 
 def _needs_database(stage: str) -> None:
     if stage == "local" and "AWS_ENDPOINT_URL_DYNAMODB" not in os.environ:
-        raise SystemExit(f"the local stack is not running (no {stages.local_state_dir() / stages.STACK_FILE}); "
-                         "start it with `make run`")
+        raise SystemExit(f"the local stack of {stages.local_state_dir()} is not running; start it with `make run`")
 
 
 def mint_key(args: argparse.Namespace) -> str:
@@ -227,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stages.use_stage(args.stage)
     run: Callable[[argparse.Namespace], str] = args.run
-    print(run(args))
+    from chalicelib.keystore import MissingSecret
+
+    try:
+        print(run(args))
+    except MissingSecret as exc:
+        raise SystemExit(str(exc)) from None
     return 0
 
 

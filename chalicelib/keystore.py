@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # cryptography is imported only when a license file is signed
     from chalicelib.licensefile import SigningKey
 
 MAC_SECRET_FILE = "license-key-secret"
+
+
+class MissingSecret(RuntimeError):
+    """The stage's secrets do not exist yet."""
 SIGNING_DIR = "signing-keys"
 
 
@@ -61,6 +65,14 @@ def add_local_signing_key(local_dir: Path, key: "SigningKey") -> None:
     _cached_signing_keys.cache_clear()
 
 
+def _read_local(local_dir: Path, path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise MissingSecret(f"no local secrets in {local_dir}: start the stack once with `make run` "
+                            "(or run `python -m chalicelib.cli init-secrets`)") from None
+
+
 @lru_cache(maxsize=4)
 def _ssm_parameter(name: str) -> str:
     import boto3
@@ -72,7 +84,7 @@ def _ssm_parameter(name: str) -> str:
 @lru_cache(maxsize=4)
 def _cached_mac_secret(local_dir: Path | None, ssm_prefix: str) -> bytes:
     if local_dir is not None:
-        raw = (_secrets_dir(local_dir) / MAC_SECRET_FILE).read_bytes()
+        raw = _read_local(local_dir, _secrets_dir(local_dir) / MAC_SECRET_FILE).encode()
     else:
         raw = _ssm_parameter(ssm_prefix + "license-key-secret").encode()
     secret = base64.b64decode(raw.strip(), validate=True)
@@ -93,7 +105,7 @@ def _cached_signing_keys(local_dir: Path | None, ssm_prefix: str) -> tuple["Sign
 
     if local_dir is not None:
         signing = _secrets_dir(local_dir) / SIGNING_DIR
-        current = (signing / "current").read_text().strip()
+        current = _read_local(local_dir, signing / "current").strip()
         keys = {p.stem: SigningKey.from_pem(p.read_bytes()) for p in sorted(signing.glob("*.pem"))}
         return (keys.pop(current), *keys.values())
     pems = json.loads(_ssm_parameter(ssm_prefix + "signing-keys"))

@@ -1,17 +1,20 @@
 """``make run``: the whole service on a laptop, with an embedded DynamoDB.
 
 1. state folder (``.local/`` or ``KEYTURN_LOCAL_DIR``), locked so two stacks never
-   share it; secrets generated there on first start;
-2. ``python -m chalicelib.localdb`` (moto, single-threaded, journaled) on a free port;
+   share it; the port (``PORT``, 8000) checked free; secrets generated on first start;
+2. ``python -m chalicelib.localdb`` (moto, single-threaded, journaled) on a free port,
+   waited for as long as it takes to load its journal (it reports when it serves);
 3. tables created, user ``admin`` seeded (``KEYTURN_ADMIN_PASSWORD``, else a password
    generated once into ``<state>/admin-password``), its lock cleared;
-4. ``chalice local --no-autoreload --stage local`` on 127.0.0.1:``PORT`` (8000), through
-   ``chalicelib.localapi``, which only raises its listen backlog.
+4. ``chalice local --no-autoreload --stage local`` on 127.0.0.1:``PORT``, through
+   ``chalicelib.localapi``, which raises its listen backlog and reports once it holds
+   the port (so another program answering there is never mistaken for it).
 
 Both servers run in process groups of their own, so the terminal's Ctrl-C reaches only
-this process, which then stops them (API first) and waits for them.  Both also get
-SIGTERM from the kernel if this process is killed outright.  Whatever fails on the
-way up, everything already started is stopped (``finally``).
+this process, which then stops them (API first; the database compacts its journal on
+the way out) and waits for them.  Both also get SIGTERM from the kernel if this process
+is killed outright.  Whatever fails on the way up, everything already started is
+stopped (``finally``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +51,12 @@ def _admin_password(state_dir: Path) -> tuple[str, str]:
     if given:
         return given, "KEYTURN_ADMIN_PASSWORD"
     path = state_dir / "admin-password"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.exists() or not path.read_text().strip():
+        temporary = path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(18) + "\n")
+        os.replace(temporary, path)  # never a half-written password file
     return path.read_text().strip(), str(path)
 
 
@@ -60,7 +65,7 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
                             preexec_fn=procs.die_with_parent)
 
 
-def _stop(process: subprocess.Popen[bytes] | None, name: str) -> None:
+def _stop(process: subprocess.Popen[bytes] | None, name: str, timeout: float) -> None:
     if process is None or process.poll() is not None:
         return
     try:
@@ -68,38 +73,40 @@ def _stop(process: subprocess.Popen[bytes] | None, name: str) -> None:
     except ProcessLookupError:
         return
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _say(f"{name} did not stop in 10 s; killing it")
+        _say(f"{name} did not stop in {timeout:.0f} s; killing it")
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
-def _wait_for(check: Any, process: subprocess.Popen[bytes], what: str) -> Any:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+def _ready_file(path: Path, process: subprocess.Popen[bytes], what: str, timeout: float | None) -> dict[str, int]:
+    """Wait for ``process`` to write ``path`` (it does once it serves); None timeout: while it lives."""
+    started = time.monotonic()
+    next_note = started + 10
+    while True:
         if process.poll() is not None:
             raise StartupError(f"{what} exited with status {process.returncode} while starting")
-        result = check()
-        if result:
-            return result
+        if path.exists():
+            ready: dict[str, int] = json.loads(path.read_text())
+            if ready.get("pid") == process.pid:
+                return ready
+        now = time.monotonic()
+        if timeout is not None and now - started > timeout:
+            raise StartupError(f"{what} did not start within {timeout:.0f} s")
+        if now > next_note:
+            _say(f"still waiting for {what} ({now - started:.0f} s)")
+            next_note = now + 10
         time.sleep(0.1)
-    raise StartupError(f"{what} did not start within {START_TIMEOUT:.0f} s")
 
 
-def _db_ready(state_dir: Path) -> dict[str, int] | None:
-    from chalicelib.localdb import READY_FILE
-
-    path = state_dir / READY_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _api_ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/api/v1/version", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -122,13 +129,17 @@ def run() -> int:
     (state_dir / "dynamodb.json").unlink(missing_ok=True)
     db = api = None
     try:
+        if not _port_is_free(port):
+            raise StartupError(f"port {port} on 127.0.0.1 is in use; stop what holds it, or set PORT")
         stages.use_stage("local")
-        from chalicelib import keystore
+        from chalicelib import keystore, localdb
 
         keystore.ensure_local_secrets(state_dir)
         env = dict(os.environ)
+        db_ready = state_dir / localdb.READY_FILE
         db = _spawn([sys.executable, "-m", "chalicelib.localdb", "--state-dir", str(state_dir)], env)
-        db_port = _wait_for(lambda: _db_ready(state_dir), db, "the local DynamoDB")["port"]
+        _say("loading the local DynamoDB")  # as long as its journal takes: no time limit while it runs
+        db_port = _ready_file(db_ready, db, "the local DynamoDB", timeout=None)["port"]
         endpoint = f"http://127.0.0.1:{db_port}"
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = env["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
 
@@ -139,13 +150,16 @@ def run() -> int:
         users.set_password(ADMIN_USER, password)
 
         url = f"http://127.0.0.1:{port}"
+        api_ready = state_dir / "api.json"
+        api_ready.unlink(missing_ok=True)
+        env["KEYTURN_API_READY_FILE"] = str(api_ready)
         api = _spawn([sys.executable, "-m", "chalicelib.localapi", "local", "--no-autoreload",
                       "--host", "127.0.0.1", "--port", str(port), "--stage", "local"], env)
         (state_dir / stages.STACK_FILE).write_text(json.dumps({
             "pid": os.getpid(), "api_url": url, "api_pid": api.pid,
             "dynamodb_endpoint": endpoint, "dynamodb_pid": db.pid,
         }))
-        _wait_for(lambda: _api_ready(url), api, f"chalice local on port {port} (is the port in use? set PORT)")
+        _ready_file(api_ready, api, f"chalice local on port {port}", timeout=START_TIMEOUT)
         _say(f"Keyturn is running on {url}  (DynamoDB on {endpoint}, data in {state_dir})")
         _say(f"log in as {ADMIN_USER!r} with the password {password!r} (from {source})")
         _say("press Ctrl-C to stop")
@@ -160,9 +174,10 @@ def run() -> int:
         _say(f"could not start: {exc}")
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        _stop(api, "chalice local")
-        _stop(db, "the local DynamoDB")
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        _stop(api, "chalice local", timeout=10)
+        _stop(db, "the local DynamoDB", timeout=120)  # it compacts its journal on the way out
         (state_dir / stages.STACK_FILE).unlink(missing_ok=True)
         lock.close()
 

@@ -28,18 +28,23 @@ def local_state_dir() -> Path:
 
 
 def read_stack(state_dir: Path) -> dict[str, object] | None:
-    """What a running ``make run`` recorded (endpoints, pids), or None when none runs."""
-    path = state_dir / STACK_FILE
-    if not path.exists():
+    """What a running ``make run`` recorded (endpoints, pids), or None when none runs.
+
+    Running means holding the state folder's lock (a pid alone can be stale or reused).
+    """
+    import fcntl
+
+    lock_path, path = state_dir / "lock", state_dir / STACK_FILE
+    if not lock_path.exists() or not path.exists():
         return None
-    stack: dict[str, object] = json.loads(path.read_text())
-    try:
-        os.kill(int(stack["pid"]), 0)  # type: ignore[call-overload]
-    except (ProcessLookupError, KeyError, ValueError):
-        return None
-    except PermissionError:
-        pass
-    return stack
+    with lock_path.open("r") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stack: dict[str, object] = json.loads(path.read_text())
+            return stack
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return None  # nobody holds the lock: stack.json is left over from a killed stack
 
 
 def use_stage(stage: str) -> None:
@@ -48,7 +53,10 @@ def use_stage(stage: str) -> None:
     Call before importing ``chalicelib.models`` (table names are read at import).
     """
     for name, value in stage_environment(stage).items():
-        os.environ.setdefault(name, value)
+        if not name.startswith("KEYTURN_DEFAULT_"):  # as Chalice does: the stage's values win
+            os.environ[name] = value
+        else:
+            os.environ.setdefault(name, value)
     if stage != "local":
         return
     state_dir = local_state_dir()

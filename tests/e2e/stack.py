@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from chalicelib.procs import die_with_parent
+
 PROJECT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
 STARTED: set[int] = set()  # every pid any stack recorded: the suite checks none survives
@@ -75,7 +77,7 @@ class LocalStack:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "chalicelib.localrun"], cwd=PROJECT,
                                             env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=die_with_parent)
         try:
             self._wait_until_running(offset)
         except BaseException:

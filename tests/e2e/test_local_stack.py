@@ -140,3 +140,16 @@ def test_the_cli_says_when_the_local_stack_is_not_running(tmp_path: Path) -> Non
     result = cli(tmp_path, "set-password", "someone", "--password", "x")
     assert result.returncode != 0
     assert "make run" in result.stderr
+    before_first_start = cli(tmp_path, "mint-key", "--type", "OSI", "--count", "1")
+    assert before_first_start.returncode == 1
+    assert "no local secrets" in before_first_start.stderr and "Traceback" not in before_first_start.stderr
+
+
+def test_a_port_already_in_use_is_refused_clearly_and_leaves_nothing_running(stack: LocalStack,
+                                                                                tmp_path: Path) -> None:
+    second = LocalStack(tmp_path / "state")
+    second.port, second.url = stack.port, stack.url  # the shared stack's API holds this port
+    with pytest.raises(RuntimeError, match=f"port {stack.port} on 127.0.0.1 is in use"):
+        second.start()
+    assert second.process is not None and second.process.poll() is not None
+    assert stack.get("/api/v1/version").status_code == 200  # the first stack is untouched
