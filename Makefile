@@ -18,8 +18,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m chalicelib.localrun
 
-## make test: type checks, then the whole suite (unit, API, end-to-end on a real local stack)
+## make test: lint and type checks, then the whole suite (unit, API, end-to-end on a real local stack)
 test: $(STAMP)
+	$(VENV)/bin/ruff check app.py chalicelib tests benchmarks
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -36,4 +37,4 @@ package: $(STAMP)
 	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache build
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache build

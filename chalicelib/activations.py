@@ -13,6 +13,7 @@ read and no write, and a new activation one read plus one transaction.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
@@ -146,7 +147,7 @@ def activate(activation_key: str, segment: str) -> Activation:
         hostids.check_template(lookup.hostids, lookup.order.hostid.as_dict())
         activation = _new_activation(lookup)
         try:
-            return _retrying_conflicts(lambda: _take_seat(activation))
+            return _retrying_conflicts(functools.partial(_take_seat, activation))
         except TransactWriteError as exc:
             host_reason, order_reason = (_reason_codes(exc) + [None, None])[:2]
             if host_reason == "ConditionalCheckFailed":

@@ -44,7 +44,6 @@ class Code(StrEnum):
     NO_ERRORS = "no_errors"
     # operators and provisioning
     INVALID_ORDER = "invalid_order"
-    NOT_FOUND = "not_found"
 
 
 class KeyturnError(Exception):
@@ -114,4 +113,3 @@ NoErrors = _error("NoErrors", Code.NO_ERRORS, "License has no errors.")
 
 # Operators and provisioning.
 InvalidOrder = _error("InvalidOrder", Code.INVALID_ORDER, "Invalid order.")
-NotFound = _error("NotFound", Code.NOT_FOUND, "Not found.")

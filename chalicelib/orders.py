@@ -5,12 +5,15 @@ Plain functions shared by the operator CLI, the operator Lambda and provisioning
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import errors, runtime
 from chalicelib.models import Order
+
+if TYPE_CHECKING:  # pydantic is imported only where orders are created
+    from chalicelib.orderspec import OrderSpec
 
 KEY_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 KEY_CHARS = 20  # 36**20 ~ 2**103: far above the 80 bits the contract asks for
@@ -39,12 +42,12 @@ def create_order(data: Any, *, external_order_id: str | None = None) -> Order:
     return store(build_order(parse_order(data), external_order_id=external_order_id))
 
 
-def build_order(spec: Any, *, external_order_id: str | None = None, activation_key: str | None = None) -> Order:
+def build_order(spec: "OrderSpec", *, external_order_id: str | None = None) -> Order:
     """The order item for a validated ``OrderSpec`` (not yet stored)."""
     from chalicelib.hostids import HOSTID_TYPES
 
     return Order(
-        activation_key or new_activation_key(),
+        new_activation_key(),
         customer={"name": spec.customer.name},
         product=spec.product.model_dump(),
         license_type=spec.licenseType,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextvars import ContextVar
 from typing import Any, Callable
 
 from chalice.app import Request, Response
@@ -19,7 +18,6 @@ from chalicelib.logs import logger
 
 MAX_BODY_BYTES = 16 * 1024
 REQUEST_ID_HEADER = "X-Request-Id"
-request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
 ErrorTranslator = Callable[[errors.KeyturnError], Response]
 _translators: list[tuple[str, ErrorTranslator]] = []
@@ -85,10 +83,6 @@ def string_field(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def current_request_id() -> str:
-    return request_id_var.get()
-
-
 def handle_errors(translator: ErrorTranslator, view: Callable[..., Response], **kwargs: Any) -> Response:
     """Run a view; domain errors become the protocol's bodies, anything else a bare 500."""
     try:
@@ -106,7 +100,6 @@ def http_middleware(event: Request | None, get_response: Callable[[Request | Non
     """Give every routed request an id, log it, and keep Chalice's own bodies off the wire."""
     context = getattr(event, "context", None) or {}
     request_id = str(context.get("requestId") or uuid.uuid4())
-    token = request_id_var.set(request_id)
     logger.thread_safe_append_keys(request_id=request_id)  # chalice local serves requests in threads
     path = getattr(event, "path", "") or ""
     try:
@@ -130,4 +123,3 @@ def http_middleware(event: Request | None, get_response: Callable[[Request | Non
         return response
     finally:
         logger.thread_safe_remove_keys(["request_id"])
-        request_id_var.reset(token)

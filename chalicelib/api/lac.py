@@ -91,10 +91,6 @@ def _day(value: str | None) -> str | None:
                                                             tzinfo=timezone.utc))
 
 
-def _number(value: Any) -> int:
-    return int(value)
-
-
 def order_body(order: Order, base: str) -> dict[str, Any]:
     product = order.product.as_dict()
     template = order.hostid.as_dict()
@@ -105,11 +101,11 @@ def order_body(order: Order, base: str) -> dict[str, Any]:
                     "licenseGeneratorType": product.get("licenseGeneratorType", "lm_x")},
         "licenseType": order.license_type,
         "creationTime": _iso(activations.utc(int(order.created_at))),
-        "activatedLicenses": _number(order.activated_licenses),
-        "bulkMax": _number(order.bulk_max),
+        "activatedLicenses": int(order.activated_licenses),
+        "bulkMax": int(order.bulk_max),
         "hostid": {"types": [{"nameRaw": t["nameRaw"], "name": HOSTID_TYPES[t["nameRaw"]],
-                              "min": _number(t["min"]), "max": _number(t["max"])} for t in template["types"]],
-                   "min": _number(template["min"])},
+                              "min": int(t["min"]), "max": int(t["max"])} for t in template["types"]],
+                   "min": int(template["min"])},
         "_links": {"self": {"href": f"{base}{PREFIX}/license-orders/{order.activation_key}"}},
     }
 

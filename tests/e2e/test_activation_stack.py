@@ -61,7 +61,7 @@ def test_forty_racing_activations_on_ten_seats_give_exactly_ten_licenses(stack: 
     key = create_order(stack, bulkMax=10)
     hosts = [f"host-{n}" for n in range(40)]
     with concurrent.futures.ThreadPoolExecutor(40) as pool:
-        responses = dict(zip(hosts, pool.map(lambda host: put(stack, key, host), hosts)))
+        responses = dict(zip(hosts, pool.map(lambda host: put(stack, key, host), hosts), strict=True))
     granted = [host for host, response in responses.items() if response.status_code == 202]
     refused = [host for host, response in responses.items() if response.status_code == 403]
     assert (len(granted), len(refused)) == (10, 30)
