@@ -63,7 +63,7 @@ _WRAPPED_RE = re.compile(r"(.*?)[ \t]+\\")
 _CONTINUED_RE = re.compile(r"[ \t]+([^\s\"\\]+)(?:[ \t]+\\)?")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _BARE_VALUE_RE = re.compile(r'[^\s"]+')
-_BREAKING = frozenset({"Cc", "Zl", "Zp"})  # control chars and line/paragraph separators
+_BREAKING = frozenset({"Cc", "Zl", "Zp", "Cs"})  # control chars, line/paragraph separators, lone surrogates
 
 
 class LicenseFormatError(ValueError):

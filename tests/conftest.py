@@ -24,11 +24,18 @@ os.environ.update({
 
 import pytest  # noqa: E402
 from chalice.test import Client  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib import keystore, models, runtime, users  # noqa: E402
 
 keystore.ensure_local_secrets(_STATE)
+
+# CI runs the property tests on fixed examples, so a red build is reproducible; locally
+# they explore new examples on every run (run with CI=true to reproduce CI's).
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 ADMIN_PASSWORD = "correct horse battery staple"
 

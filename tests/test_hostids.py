@@ -6,7 +6,7 @@ import base64
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib import errors
@@ -335,3 +335,12 @@ def test_valid_host_ids_round_trip_and_canonical_is_order_invariant(
     assert canonical(HostId(h.name_raw, h.value.swapcase()) for h in parsed) == canonical(parsed)
     url_safe = base64.urlsafe_b64encode(",".join(f"{n}={v}" for n, v in items).encode()).decode().rstrip("=")
     assert parse_hostids(url_safe) == parsed
+
+
+@settings(max_examples=1000)
+@given(segment=st.text())
+def test_any_segment_parses_or_is_a_format_error(segment: str) -> None:
+    try:
+        canonical(parse_hostids(segment))
+    except errors.HostIdFormat:
+        pass

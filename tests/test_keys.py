@@ -106,3 +106,12 @@ def test_every_grant_round_trips(type_enum: keys.KeyType, count: int, expires: d
 def test_the_expiry_day_is_recovered_from_expiration_ms(expires: date | None) -> None:
     summary = keys.KeySummary(keys.KeyType.OSI, 1, expires, 0)
     assert keys.expiry_day(summary.expiration_ms) == expires
+
+
+@settings(max_examples=500)
+@given(text=st.text(max_size=40))
+def test_any_text_decodes_or_is_an_invalid_serial_number(text: str) -> None:
+    try:
+        keys.decode(text, secret=SECRET)
+    except errors.InvalidSerial:
+        pass

@@ -462,3 +462,9 @@ def test_verifier_runs_as_a_lone_file_outside_the_project(tmp_path: Path) -> Non
         capture_output=True, text=True, cwd=tmp_path, check=False,
     )
     assert (done.returncode, done.stdout) == (0, "valid: feature-1\n"), done.stderr
+
+
+def test_a_lone_surrogate_in_a_directive_is_an_invalid_file_not_an_exception() -> None:
+    edited = LICENSE.replace('SN="', 'SN="\ud800', 1)
+    result = verify_license(edited, [KEY.public_raw()], now=NOW)
+    assert not result.valid and result.reason.startswith("not a license file")
