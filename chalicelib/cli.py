@@ -50,12 +50,18 @@ def set_password(args: argparse.Namespace) -> str:
     from chalicelib import users
 
     password = args.password or os.environ.get("KEYTURN_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
-    user = users.set_password(args.username, password)
+    try:
+        user = users.set_password(args.username, password)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     return f"user {user.username} ({user.user_id}) can log in; its lock is cleared"
 
 
 def _read_json(source: str) -> object:
-    text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"cannot read {source}: {exc}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

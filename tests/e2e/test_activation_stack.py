@@ -137,6 +137,12 @@ def test_an_invalid_order_is_refused_with_every_problem_named(stack: LocalStack)
     assert "bulkMax" in result.stderr and "licenseType" in result.stderr
 
 
+def test_an_unreadable_order_file_is_a_message_not_a_traceback(stack: LocalStack) -> None:
+    result = cli(stack.state_dir, "create-order", str(stack.state_dir / "no-such-order.json"))
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_stdin_orders_work_too(stack: LocalStack) -> None:
     import subprocess
     import sys
