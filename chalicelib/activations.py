@@ -6,9 +6,9 @@ below ``bulk_max`` on an enabled order; a deactivation deletes the activation an
 takes the seat back in one transaction too, never below zero and only within the
 order's deactivation allowance.  No invariant rests on a read followed by a write.
 
-Reads: every call starts with one ``TransactGetItems`` of the order and the host's
-activation (one request, consistent), so a repeat activation or a download costs one
-read and no write, and a new activation one read plus one transaction.
+Reads: every call starts with one ``BatchGetItem`` of the order and the host's
+activation (one request, consistent reads), so a repeat activation or a download costs
+one read request and no write, and a new activation one read plus one transaction.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from functools import lru_cache
 from typing import Any, Callable, NoReturn, TypeVar
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import DoesNotExist, TransactGetError, TransactWriteError
-from pynamodb.transactions import TransactGet, TransactWrite
+from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.transactions import TransactWrite
 
 from chalicelib import errors, hostids, keystore, runtime
 from chalicelib.config import settings
@@ -62,10 +62,14 @@ def normalise_key(activation_key: str) -> str:
 
 
 def _read(activation_key: str, segment: str) -> Lookup:
-    """Read the order and this host's activation in one consistent request.
+    """Read the order and this host's activation in one request (consistent reads).
 
     The key is checked before the host ids: an unknown key is reported as such even
     when the host ids are garbled too (the extra order read happens only then).
+    ``BatchGetItem`` rather than ``TransactGetItems``: no snapshot across the two items
+    is needed (the seat transaction's conditions decide), and unlike a transactional
+    read it costs one read unit per item and is never cancelled by a concurrent
+    activation writing the order.
     """
     key = normalise_key(activation_key)
     try:
@@ -74,27 +78,34 @@ def _read(activation_key: str, segment: str) -> Lookup:
     except errors.HostIdFormat:
         order_for_key(key, check_enabled=False)
         raise
-    with TransactGet(connection=_connection()) as get:
-        order_future = get.get(Order, key)
-        activation_future = get.get(Activation, key, hostids_key)
-    try:
-        order = order_future.get()
-    except DoesNotExist:
-        raise errors.InvalidActivationKey() from None
-    try:
-        activation: Activation | None = activation_future.get()
-    except DoesNotExist:
-        activation = None
-    return Lookup(order, activation, ids, hostids_key)
+    order_get = Order.get_operation_kwargs_from_class(key)
+    activation_get = Activation.get_operation_kwargs_from_class(key, hostids_key)
+    found = batch_get(_connection().dispatch, {
+        order_get["TableName"]: {"Keys": [order_get["Key"]], "ConsistentRead": True},
+        activation_get["TableName"]: {"Keys": [activation_get["Key"]], "ConsistentRead": True},
+    })
+    orders = found.get(order_get["TableName"], [])
+    if not orders:
+        raise errors.InvalidActivationKey()
+    stored = found.get(activation_get["TableName"], [])
+    activation = Activation.from_raw_data(stored[0]) if stored else None
+    return Lookup(Order.from_raw_data(orders[0]), activation, ids, hostids_key)
 
 
-def _read_retrying(activation_key: str, segment: str) -> Lookup:
-    """``_read``, retried when DynamoDB cancels it for overlapping a write to the order.
-
-    A ``TransactGetItems`` is cancelled (``TransactionConflict``) whenever another
-    transaction writes one of its items, and the order is written by every activation.
-    """
-    return _retrying_conflicts(lambda: _read(activation_key, segment))
+def batch_get(dispatch: Callable[[str, dict[str, Any]], dict[str, Any]],
+              request_items: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """``BatchGetItem`` until DynamoDB has answered every key (it may leave some unprocessed)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    pending = request_items
+    for tries in range(_CONFLICT_ATTEMPTS):
+        response = dispatch("BatchGetItem", {"RequestItems": pending})
+        for table, items in response.get("Responses", {}).items():
+            found.setdefault(table, []).extend(items)
+        pending = response.get("UnprocessedKeys") or {}
+        if not pending:
+            return found
+        time.sleep(random.uniform(0, 0.01 * 2 ** min(tries, 6)))
+    raise RuntimeError("DynamoDB kept leaving keys of a BatchGetItem unprocessed")
 
 
 def _enabled(lookup: Lookup) -> Lookup:
@@ -103,7 +114,7 @@ def _enabled(lookup: Lookup) -> Lookup:
     return lookup
 
 
-def _reason_codes(exc: TransactWriteError | TransactGetError) -> list[str | None]:
+def _reason_codes(exc: TransactWriteError) -> list[str | None]:
     return [reason.code if reason else None for reason in (exc.cancellation_reasons or [])]
 
 
@@ -113,7 +124,7 @@ def _retrying_conflicts(attempt: Callable[[], _T]) -> _T:
     for tries in range(_CONFLICT_ATTEMPTS - 1):
         try:
             return attempt()
-        except (TransactWriteError, TransactGetError) as exc:
+        except TransactWriteError as exc:
             if "TransactionConflict" not in _reason_codes(exc):
                 raise
             time.sleep(random.uniform(0, 0.01 * 2 ** min(tries, 6)))
@@ -141,7 +152,7 @@ def _license_file(order: Order, key: str, generated_at: datetime) -> tuple[str, 
 def activate(activation_key: str, segment: str) -> Activation:
     """Take a seat for this host and sign its license; a repeat returns the same license."""
     for _ in range(_CONFLICT_ATTEMPTS):
-        lookup = _enabled(_read_retrying(activation_key, segment))
+        lookup = _enabled(_read(activation_key, segment))
         if lookup.activation is not None:
             return lookup.activation
         hostids.check_template(lookup.hostids, lookup.order.hostid.as_dict())
@@ -153,7 +164,7 @@ def activate(activation_key: str, segment: str) -> Activation:
             if host_reason == "ConditionalCheckFailed":
                 continue  # the same host won a race: read its license (or try again if it is gone)
             if order_reason == "ConditionalCheckFailed":
-                current = _read_retrying(activation_key, segment).order
+                current = _read(activation_key, segment).order
                 raise (errors.BulkExceeded() if current.enabled else errors.OrderDisabled()) from None
             raise
     raise RuntimeError("activation kept racing with deactivations of the same host")
@@ -184,7 +195,7 @@ def _take_seat(activation: Activation) -> Activation:
 
 
 def download(activation_key: str, segment: str) -> tuple[Order, Activation]:
-    lookup = _enabled(_read_retrying(activation_key, segment))
+    lookup = _enabled(_read(activation_key, segment))
     if lookup.activation is None:
         raise errors.LicenseDoesNotExist()
     return lookup.order, lookup.activation
@@ -192,7 +203,7 @@ def download(activation_key: str, segment: str) -> tuple[Order, Activation]:
 
 def queue_status(activation_key: str, segment: str) -> Activation:
     """Generation is synchronous: a requested activation is always finished."""
-    lookup = _enabled(_read_retrying(activation_key, segment))
+    lookup = _enabled(_read(activation_key, segment))
     if lookup.activation is None:
         raise errors.ActivationNotRequested()
     return lookup.activation
@@ -200,13 +211,13 @@ def queue_status(activation_key: str, segment: str) -> Activation:
 
 def generation_errors(activation_key: str, segment: str) -> NoReturn:
     """A failed generation rolls back and leaves nothing stored, so there are never errors to show."""
-    _enabled(_read_retrying(activation_key, segment))
+    _enabled(_read(activation_key, segment))
     raise errors.NoErrors()
 
 
 def deactivate(activation_key: str, segment: str) -> None:
     """Give the host's seat back, within the order's deactivation allowance."""
-    lookup = _read_retrying(activation_key, segment)
+    lookup = _read(activation_key, segment)
     if not lookup.order.enabled:
         raise errors.CannotDeactivate()
     if lookup.activation is None:
@@ -219,7 +230,7 @@ def deactivate(activation_key: str, segment: str) -> None:
 
 def revoke(activation_key: str, segment: str) -> None:
     """Operator action: free a host's seat whatever the order's allowance (not counted in it)."""
-    lookup = _read_retrying(activation_key, segment)
+    lookup = _read(activation_key, segment)
     if lookup.activation is None:
         raise errors.LicenseDoesNotExist()
     _free_seat(lookup, Order.activated_licenses > 0, [], errors.LicenseDoesNotExist)

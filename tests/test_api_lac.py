@@ -333,23 +333,42 @@ def test_head_errors_have_no_body(client: Client, aws: None) -> None:
     assert (response.status_code, response.body) == (404, b"")
 
 
-def test_reads_are_retried_when_dynamodb_cancels_them_for_a_conflicting_write() -> None:
-    from pynamodb.exceptions import CancellationReason, TransactGetError, VerboseClientError
+def test_keys_dynamodb_leaves_unprocessed_are_asked_for_again() -> None:
+    from chalicelib import activations
+
+    answers = [
+        {"Responses": {"orders": [{"k": {"S": "1"}}]}, "UnprocessedKeys": {"activations": {"Keys": [{"k": {"S": "2"}}]}}},
+        {"Responses": {"activations": [{"k": {"S": "2"}}]}, "UnprocessedKeys": {}},
+    ]
+    asked: list[dict[str, Any]] = []
+
+    def dispatch(operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        asked.append(request["RequestItems"])
+        return answers[len(asked) - 1]
+
+    found = activations.batch_get(dispatch, {"orders": {"Keys": [{"k": {"S": "1"}}]},
+                                             "activations": {"Keys": [{"k": {"S": "2"}}]}})
+    assert found == {"orders": [{"k": {"S": "1"}}], "activations": [{"k": {"S": "2"}}]}
+    assert asked[1] == {"activations": {"Keys": [{"k": {"S": "2"}}]}}
+
+
+def test_seat_transactions_are_retried_when_dynamodb_reports_a_conflict() -> None:
+    from pynamodb.exceptions import CancellationReason, TransactWriteError, VerboseClientError
 
     from chalicelib import activations
 
     attempts = []
 
-    def read() -> str:
+    def write() -> str:
         attempts.append(1)
         if len(attempts) < 3:
             cause = VerboseClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"}},
-                                       "TransactGetItems", cancellation_reasons=[
-                                           CancellationReason(code="TransactionConflict"), None])
-            raise TransactGetError("cancelled", cause=cause)
-        return "read"
+                                       "TransactWriteItems", cancellation_reasons=[
+                                           None, CancellationReason(code="TransactionConflict")])
+            raise TransactWriteError("cancelled", cause=cause)
+        return "written"
 
-    assert activations._retrying_conflicts(read) == "read"
+    assert activations._retrying_conflicts(write) == "written"
     assert len(attempts) == 3
 
 
