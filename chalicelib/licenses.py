@@ -9,11 +9,7 @@ from typing import Any, Iterable
 from pynamodb.exceptions import DeleteError, PutError
 
 from chalicelib import errors, keys, keystore, runtime
-from chalicelib.models import LicenseKey
-
-
-def _conditional_failure(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+from chalicelib.models import LicenseKey, condition_failed
 
 
 def add(key: Any, *, added_by: str | None = None) -> LicenseKey:
@@ -29,7 +25,7 @@ def add(key: Any, *, added_by: str | None = None) -> LicenseKey:
     try:
         item.save(condition=LicenseKey.license_key.does_not_exist())
     except PutError as exc:
-        if _conditional_failure(exc):
+        if condition_failed(exc):
             raise errors.LicenseExists() from None
         raise
     return item
@@ -51,7 +47,7 @@ def delete(license_id: str) -> None:
     try:
         item.delete(condition=LicenseKey.license_id == license_id)
     except DeleteError as exc:
-        if _conditional_failure(exc):  # deleted (or deleted and re-added) meanwhile
+        if condition_failed(exc):  # deleted (or deleted and re-added) meanwhile
             raise errors.LicenseNotFound() from None
         raise
 

@@ -161,6 +161,11 @@ class Activation(Model):
 ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation)
 
 
+def condition_failed(exc: Exception) -> bool:
+    """True when a PynamoDB write failed only because its condition did not hold."""
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
 def create_tables() -> None:
     """Create every missing table (local stack, tests) and turn on DynamoDB TTL."""
     for model in ALL_MODELS:

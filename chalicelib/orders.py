@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import errors, runtime
-from chalicelib.models import Order
+from chalicelib.models import Order, condition_failed
 
 if TYPE_CHECKING:  # pydantic is imported only where orders are created
     from chalicelib.orderspec import OrderSpec
@@ -18,10 +18,6 @@ if TYPE_CHECKING:  # pydantic is imported only where orders are created
 KEY_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 KEY_CHARS = 20  # 36**20 ~ 2**103: far above the 80 bits the contract asks for
 _ATTEMPTS = 5
-
-
-def _conditional_failure(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def new_activation_key() -> str:
@@ -73,7 +69,7 @@ def store(order: Order) -> Order:
             order.save(condition=Order.activation_key.does_not_exist())
             return order
         except PutError as exc:
-            if not _conditional_failure(exc):
+            if not condition_failed(exc):
                 raise
             order.activation_key = new_activation_key()
     raise RuntimeError("could not draw an unused activation key")
@@ -92,7 +88,7 @@ def _update(activation_key: str, actions: list[Any]) -> Order:
     try:
         order.update(actions=actions, condition=Order.activation_key.exists())
     except UpdateError as exc:
-        if _conditional_failure(exc):
+        if condition_failed(exc):
             raise errors.InvalidActivationKey() from None
         raise
     return order

@@ -17,7 +17,7 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib import errors, runtime, users
 from chalicelib.config import settings
-from chalicelib.models import Session
+from chalicelib.models import Session, condition_failed
 
 GRACE_MS = 24 * 3600 * 1000  # how long an expired session still answers 440
 PROVIDERS = ("Local", "ActiveDirectory", "vIDM")
@@ -89,7 +89,7 @@ def refresh(session: Session, now: int, ttl: int) -> None:
             Session.ttl_seconds.set(ttl), Session.purge_at.set(_purge_time(expires_at)),
         ])
     except UpdateError as exc:
-        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+        if condition_failed(exc):
             raise errors.InvalidSession() from None
         raise
 

@@ -17,16 +17,12 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from chalicelib import errors, passwords, runtime
-from chalicelib.models import User
+from chalicelib.models import User, condition_failed
 
 LOCKOUT_FAILURES = 5
 LOCKOUT_WINDOW_MS = 5 * 60 * 1000
 LOCKOUT_MS = 5 * 60 * 1000
 MAX_USERNAME = 128
-
-
-def _conditional_failure(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def get(username: str) -> User | None:
@@ -59,7 +55,7 @@ def _try(username: str, actions: list[Action], condition: Condition) -> User | N
     try:
         user.update(actions=actions, condition=User.username.exists() & condition)
     except UpdateError as exc:
-        if _conditional_failure(exc):
+        if condition_failed(exc):
             return None
         raise
     return user

@@ -43,11 +43,12 @@ def process_exists(pid: int) -> bool:
         return True
 
 
-def cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(state_dir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the operator CLI as a user would, against the stack of ``state_dir``."""
     env = {**os.environ, "KEYTURN_LOCAL_DIR": str(state_dir)}
     for name in [n for n in env if n.startswith(("KEYTURN_TABLE", "KEYTURN_STAGE", "KEYTURN_SECRETS", "AWS_ENDPOINT"))]:
         del env[name]
-    return subprocess.run([sys.executable, "-m", "chalicelib.cli", *args], cwd=PROJECT, env=env,
+    return subprocess.run([sys.executable, "-m", "chalicelib.cli", *args], cwd=PROJECT, env=env, input=stdin,
                           capture_output=True, text=True, timeout=120)
 
 

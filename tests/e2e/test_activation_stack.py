@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -144,15 +143,7 @@ def test_an_unreadable_order_file_is_a_message_not_a_traceback(stack: LocalStack
 
 
 def test_stdin_orders_work_too(stack: LocalStack) -> None:
-    import subprocess
-    import sys
-
-    env = {**os.environ, "KEYTURN_LOCAL_DIR": str(stack.state_dir)}
-    env = {k: v for k, v in env.items() if not k.startswith(("KEYTURN_TABLE", "KEYTURN_STAGE", "KEYTURN_SECRETS",
-                                                             "AWS_ENDPOINT"))}
-    result = subprocess.run([sys.executable, "-m", "chalicelib.cli", "create-order", "-"], input=json.dumps(ORDER),
-                            capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2],
-                            timeout=120)
+    result = cli(stack.state_dir, "create-order", "-", stdin=json.dumps(ORDER))
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip().splitlines()[-1]
     assert len(key) == 23 and key.count("-") == 3
