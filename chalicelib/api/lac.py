@@ -15,7 +15,7 @@ from chalice.app import Blueprint, Request, Response
 
 from chalicelib import activations, errors, keystore
 from chalicelib.api.common import handle_errors, json_response
-from chalicelib.hostids import HOSTID_TYPES
+from chalicelib.hostids import HOSTID_TYPES, encode_segment
 from chalicelib.logs import logger, mask
 from chalicelib.models import Activation, Order
 
@@ -130,8 +130,6 @@ def license_body(order: Order, activation: Activation, base: str, segment: str, 
 
 def _segment_of(activation: Activation) -> str:
     """A path segment for a stored activation (list views have no request segment)."""
-    from chalicelib.hostids import encode_segment
-
     return encode_segment(",".join(f"{h['nameRaw']}={h['value']}" for h in activation.hostids))
 
 
