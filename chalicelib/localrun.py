@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chalicelib import procs, stages
+from chalicelib import localdb, procs, stages
 
 ADMIN_USER = "admin"
 START_TIMEOUT = 60.0
@@ -126,17 +126,17 @@ def run() -> int:
     signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
     signal.signal(signal.SIGTERM, _interrupt)
     (state_dir / stages.STACK_FILE).unlink(missing_ok=True)
-    (state_dir / "dynamodb.json").unlink(missing_ok=True)
+    db_ready = state_dir / localdb.READY_FILE
+    db_ready.unlink(missing_ok=True)  # left by a killed run: must not pass for this run's database
     db = api = None
     try:
         if not _port_is_free(port):
             raise StartupError(f"port {port} on 127.0.0.1 is in use; stop what holds it, or set PORT")
         stages.use_stage("local")
-        from chalicelib import keystore, localdb
+        from chalicelib import keystore
 
         keystore.ensure_local_secrets(state_dir)
         env = dict(os.environ)
-        db_ready = state_dir / localdb.READY_FILE
         db = _spawn([sys.executable, "-m", "chalicelib.localdb", "--state-dir", str(state_dir)], env)
         _say("loading the local DynamoDB")  # as long as its journal takes: no time limit while it runs
         db_port = _ready_file(db_ready, db, "the local DynamoDB", timeout=None)["port"]
