@@ -16,11 +16,11 @@ install: $(STAMP)
 
 ## make run: the API on http://127.0.0.1:8000 (PORT=...) with an embedded DynamoDB; Ctrl-C stops it
 run: $(STAMP)
-	$(PY) -m chalicelib.localrun
+	$(PY) -m tooling.localrun
 
 ## make test: lint and type checks, then the whole suite (unit, API, end-to-end on a real local stack)
 test: $(STAMP)
-	$(VENV)/bin/ruff check app.py chalicelib tests benchmarks
+	$(VENV)/bin/ruff check app.py chalicelib tooling tests benchmarks
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -28,13 +28,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
-## make package STAGE=dev: SAM template + deployment.zip in build/STAGE, tables merged in, linted
+## make package STAGE=dev: SAM template + precompiled deployment.zip in build/STAGE, linted; no AWS configuration needed
 package: $(STAMP)
 	@test -n "$(STAGE)" || { echo "usage: make package STAGE=dev|prod"; exit 2; }
-	mkdir -p build
-	$(PY) -m chalicelib.deploy --stage $(STAGE) > build/$(STAGE)-tables.json
-	$(VENV)/bin/chalice package --stage $(STAGE) --merge-template build/$(STAGE)-tables.json build/$(STAGE)
-	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
+	$(PY) -m tooling.package --stage $(STAGE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache build

@@ -2,11 +2,13 @@
 
 from chalice import Chalice
 
+from chalicelib import entry
 from chalicelib.api import common, lac, vrli
 
 # configure_logs=False: the "keyturn" logger is the structured one from chalicelib.logs.
 app = Chalice(app_name="keyturn", configure_logs=False)
 app.register_middleware(common.http_middleware, "http")
+app.register_middleware(entry.bind_stage, "all")  # inside the HTTP one: a bad configuration is a 500 in the API's format
 common.register_translator(vrli.PREFIX, vrli.error_response)
 common.register_translator(lac.PREFIX, lac.error_response)
 app.register_blueprint(vrli.vrli, url_prefix=vrli.PREFIX)

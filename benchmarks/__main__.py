@@ -26,10 +26,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 STATE = Path(tempfile.mkdtemp(prefix="keyturn-bench-"))
 for name in [n for n in os.environ if n.startswith(("AWS_", "KEYTURN_"))]:
     del os.environ[name]
-os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-                   "KEYTURN_STAGE": "test", "KEYTURN_TABLE_PREFIX": "keyturn-bench-",
-                   "KEYTURN_SECRETS_SOURCE": "file", "KEYTURN_LOCAL_DIR": str(STATE)})
+os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
 sys.path.insert(0, str(PROJECT))
+BENCH_ENV = {"KEYTURN_STAGE": "test", "KEYTURN_TABLE_PREFIX": "keyturn-bench-", "KEYTURN_SECRETS_SOURCE": "file",
+             "KEYTURN_LOCAL_DIR": str(STATE)}
 
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
@@ -60,7 +60,8 @@ class RequestCounter:
         self.calls: Counter[str] = Counter()
 
     def __call__(self, model: Any, **_: Any) -> None:
-        self.calls[model.name] += 1
+        if model.service_model.service_name == "dynamodb":
+            self.calls[model.name] += 1
 
     def summary(self) -> tuple[int, int, str]:
         reads = sum(n for op, n in self.calls.items() if op in READS)
@@ -81,19 +82,11 @@ def main() -> int:
         import boto3
         from chalice.test import Client
 
-        from chalicelib import keys, keystore, models, orders, users
+        from chalicelib import aws, config, keys, keystore, models, orders, users
 
         counter = RequestCounter()
-        # Count every DynamoDB call of every botocore client created from now on (PynamoDB's too).
-        import botocore.session
-
-        original = botocore.session.Session._register_components
-
-        def register(self: Any) -> None:
-            original(self)
-            self.register("before-call.dynamodb", counter)
-
-        botocore.session.Session._register_components = register
+        config.bind(config.from_environment(BENCH_ENV))
+        aws.observe(counter)  # every call of every client of the process's one botocore session
         keystore.ensure_local_secrets(STATE)
         models.create_tables()
         users.set_password("admin", "bench-password")
@@ -171,7 +164,7 @@ def main() -> int:
     peak = {}
     for label, code in (("keyturn", probe), ("bare", bare)):
         out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, check=True, capture_output=True, text=True,
-                             env=dict(os.environ)).stdout
+                             env={**os.environ, **BENCH_ENV}).stdout
         peak[label] = int(out) / 1024
     print(f"peak RSS (VmHWM) after importing the handler and every service: {peak['keyturn']:.0f} MB, "
           f"bare Chalice+boto3 {peak['bare']:.0f} MB -> {peak['keyturn'] / 128:.2f} of a 128 MB Lambda")

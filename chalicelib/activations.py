@@ -19,25 +19,18 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from functools import lru_cache
 from typing import Any, Callable, NoReturn, TypeVar
 
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib import errors, hostids, keystore, runtime
-from chalicelib.config import settings
-from chalicelib.models import Activation, Order
+from chalicelib.config import current
+from chalicelib.models import Activation, Order, connection
 
 STATES = ("success", "failed", "in_progress")
 _CONFLICT_ATTEMPTS = 10
 _T = TypeVar("_T")
-
-
-@lru_cache(maxsize=1)
-def _connection() -> Connection:
-    return Connection(region=settings().region)
 
 
 @dataclass(frozen=True)
@@ -80,7 +73,7 @@ def _read(activation_key: str, segment: str) -> Lookup:
         raise
     order_get = Order.get_operation_kwargs_from_class(key)
     activation_get = Activation.get_operation_kwargs_from_class(key, hostids_key)
-    found = batch_get(_connection().dispatch, {
+    found = batch_get(connection().dispatch, {
         order_get["TableName"]: {"Keys": [order_get["Key"]], "ConsistentRead": True},
         activation_get["TableName"]: {"Keys": [activation_get["Key"]], "ConsistentRead": True},
     })
@@ -142,7 +135,7 @@ def _license_file(order: Order, key: str, generated_at: datetime) -> tuple[str, 
     network = order.license_type == "network"
     features = [FeatureSpec(str(f["name"]), str(f["version"]), int(f["count"]) if network else None)
                 for f in order.features]
-    vendor = settings().vendor
+    vendor = current().vendor
     text = render_license(issuer=vendor, vendor=vendor, activation_key=order.activation_key,
                           features=features, hostids_canonical=key, generated_at=generated_at,
                           expiration_date=_expiration(order), signing_key=signing_key)
@@ -187,7 +180,7 @@ def _take_seat(activation: Activation) -> Activation:
     # The whole invariant: the host has no seat yet, and the order still has one to give.
     seat_is_free = ((Order.activated_licenses < Order.bulk_max) & (Order.enabled == True)  # noqa: E712
                     & Order.activation_key.exists())
-    with TransactWrite(connection=_connection()) as write:
+    with TransactWrite(connection=connection()) as write:
         write.save(activation, condition=Activation.hostids_key.does_not_exist())
         write.update(Order(activation.activation_key), actions=[Order.activated_licenses.add(1)],
                      condition=seat_is_free)
@@ -241,7 +234,7 @@ def _free_seat(lookup: Lookup, condition: Any, extra_actions: list[Any],
     order_key = lookup.order.activation_key
 
     def attempt() -> None:
-        with TransactWrite(connection=_connection()) as write:
+        with TransactWrite(connection=connection()) as write:
             write.delete(Activation(order_key, lookup.hostids_key), condition=Activation.hostids_key.exists())
             write.update(Order(order_key), condition=condition & Order.activation_key.exists(),
                          actions=[Order.activated_licenses.add(-1), *extra_actions])

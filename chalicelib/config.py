@@ -1,56 +1,124 @@
-"""Stage settings, read from the environment at call time (never at import).
+"""Stage settings, bound explicitly at each entry point; no module reads them at import.
 
-Chalice copies the stage's ``environment_variables`` from ``.chalice/config.json`` into
-the process environment (``chalice local`` overwrites variables of the same name), so
-every stage default has its own name (``KEYTURN_DEFAULT_*``) and the operator's override
-(``KEYTURN_*``) survives.
+Entry points: the Lambda functions (``app.py`` binds from the function's environment on
+its first event), the operator CLI and the local stack (from the stage in
+``.chalice/config.json``), the tests and benchmarks (a :class:`Settings` they build).
+:func:`bind` points the models at the stage's tables through one shared connection and
+resets the cached secrets; :func:`current` is what services read.
+
+Chalice copies a stage's ``environment_variables`` into the process environment
+(``chalice local`` overwrites variables of the same name), so every stage default has
+its own name (``KEYTURN_DEFAULT_*``) and an operator's override (``KEYTURN_*``) survives.
 """
 
 from __future__ import annotations
 
-import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 DEFAULT_SESSION_TTL = 1800
+DEFAULT_SECRETS_MAX_AGE = 300  # seconds an SSM secret is cached: a rotation reaches running functions in this time
 VERSION = "1.0.0-1"  # served by GET /api/v1/version as x.y.z-build
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise RuntimeError(f"{name} must be a whole number of seconds, not {raw!r}") from exc
-    if value <= 0:
-        raise RuntimeError(f"{name} must be positive, not {value}")
-    return value
+class ConfigError(RuntimeError):
+    """The stage's configuration is missing or wrong; the message says what to set."""
 
 
 @dataclass(frozen=True)
 class Settings:
     stage: str
     table_prefix: str
-    session_ttl: int
     region: str
-    local_dir: Path | None  # secrets as files (local stack, tests); None means SSM
-    ssm_prefix: str
-    vendor: str  # VENDOR in license files and the issuer in their header
+    session_ttl: int = DEFAULT_SESSION_TTL
+    vendor: str = "KEYTURN"  # VENDOR in license files and the issuer in their header
+    local_dir: Path | None = None  # secrets as files (local stack, tests); None means SSM
+    ssm_prefix: str = ""
+    secrets_max_age: int = DEFAULT_SECRETS_MAX_AGE
+    dynamodb_endpoint: str | None = None  # a local DynamoDB; None means AWS
 
 
-def settings() -> Settings:
-    stage = os.environ.get("KEYTURN_STAGE", "local")
-    ttl = _int("KEYTURN_SESSION_TTL", _int("KEYTURN_DEFAULT_SESSION_TTL", DEFAULT_SESSION_TTL))
-    secrets_source = os.environ.get("KEYTURN_SECRETS_SOURCE", "file" if stage in ("local", "test") else "ssm")
-    local_dir = Path(os.environ.get("KEYTURN_LOCAL_DIR", ".local")).resolve() if secrets_source == "file" else None
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, not {value}")
+    return value
+
+
+def table_prefix(env: Mapping[str, str], stage: str) -> str:
+    return env.get("KEYTURN_TABLE_PREFIX", f"keyturn-{stage}-")
+
+
+def ssm_prefix(env: Mapping[str, str], stage: str) -> str:
+    return env.get("KEYTURN_SSM_PREFIX", f"/keyturn/{stage}/")
+
+
+def from_environment(env: Mapping[str, str], region: str | None = None) -> Settings:
+    """The settings a Lambda function's (or ``chalice local``'s) environment describes.
+
+    ``region``: as botocore resolves it (``aws.resolved_region()``) unless given; with
+    none, a :class:`ConfigError`, never a silent default.
+    """
+    stage = env.get("KEYTURN_STAGE", "").strip()
+    if not stage:
+        raise ConfigError("KEYTURN_STAGE is not set: run with a stage from .chalice/config.json")
+    if region is None:
+        from chalicelib import aws
+
+        region = aws.resolved_region()
+    if not region:
+        raise ConfigError("no AWS region: set AWS_DEFAULT_REGION or AWS_PROFILE (a profile with a region)")
+    ttl = _int(env, "KEYTURN_SESSION_TTL", _int(env, "KEYTURN_DEFAULT_SESSION_TTL", DEFAULT_SESSION_TTL))
+    secrets_source = env.get("KEYTURN_SECRETS_SOURCE", "file" if stage in ("local", "test") else "ssm")
+    if secrets_source not in ("file", "ssm"):
+        raise ConfigError(f"KEYTURN_SECRETS_SOURCE must be file or ssm, not {secrets_source!r}")
+    local_dir = Path(env.get("KEYTURN_LOCAL_DIR", ".local")).resolve() if secrets_source == "file" else None
     return Settings(
         stage=stage,
-        table_prefix=os.environ.get("KEYTURN_TABLE_PREFIX", f"keyturn-{stage}-"),
+        table_prefix=table_prefix(env, stage),
+        region=region,
         session_ttl=ttl,
-        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        vendor=env.get("KEYTURN_VENDOR") or env.get("KEYTURN_DEFAULT_VENDOR") or "KEYTURN",
         local_dir=local_dir,
-        ssm_prefix=os.environ.get("KEYTURN_SSM_PREFIX", f"/keyturn/{stage}/"),
-        vendor=os.environ.get("KEYTURN_VENDOR") or os.environ.get("KEYTURN_DEFAULT_VENDOR") or "KEYTURN",
+        ssm_prefix=ssm_prefix(env, stage),
+        secrets_max_age=_int(env, "KEYTURN_SECRETS_MAX_AGE", DEFAULT_SECRETS_MAX_AGE),
+        dynamodb_endpoint=env.get("AWS_ENDPOINT_URL_DYNAMODB") or None,
     )
+
+
+_lock = threading.RLock()
+_bound: Settings | None = None
+
+
+def bind(settings: Settings) -> Settings:
+    """Make ``settings`` the process's stage: tables, region, secrets.  Returns it."""
+    global _bound
+    from chalicelib import keystore, models
+
+    with _lock:
+        models.bind(settings)
+        keystore.clear_cache()
+        _bound = settings
+    return settings
+
+
+def bind_once(env: Mapping[str, str]) -> Settings:
+    """Bind from ``env`` unless this process is bound already (a Lambda's first event)."""
+    with _lock:  # chalice local's first requests may arrive on several threads at once
+        if _bound is not None:
+            return _bound
+        return bind(from_environment(env))
+
+
+def current() -> Settings:
+    if _bound is None:
+        raise ConfigError("no stage is bound: an entry point must call chalicelib.config.bind() first")
+    return _bound

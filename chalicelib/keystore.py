@@ -7,7 +7,9 @@ Where they live depends on the stage (``config.Settings.local_dir``):
   ``license-key-secret`` (base64 of >= 32 random bytes) and ``signing-keys`` (a JSON
   list of PKCS#8 PEM Ed25519 keys, the current one first; the others stay published
   so files they signed still verify).
-Values are cached per process; they are never logged.
+SSM values are cached per process for ``Settings.secrets_max_age`` seconds (Powertools'
+``SSMProvider``), so a rotated signing key reaches running functions within that time
+without a redeploy; local files are read once per process.  Values are never logged.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chalicelib.config import settings
+from chalicelib import aws
+from chalicelib.config import current
 
 if TYPE_CHECKING:  # cryptography is imported only when a license file is signed
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+    from botocore.client import BaseClient
+
     from chalicelib.licensefile import SigningKey
 
 MAC_SECRET_FILE = "license-key-secret"
@@ -30,6 +36,8 @@ MAC_SECRET_FILE = "license-key-secret"
 
 class MissingSecret(RuntimeError):
     """The stage's secrets do not exist yet."""
+
+
 SIGNING_DIR = "signing-keys"
 
 
@@ -62,7 +70,7 @@ def add_local_signing_key(local_dir: Path, key: "SigningKey") -> None:
     signing = _secrets_dir(local_dir) / SIGNING_DIR
     _write_private(signing / f"{key.kid}.pem", key.to_pem())
     (signing / "current").write_text(key.kid + "\n")
-    _cached_signing_keys.cache_clear()
+    _local_signing_keys.cache_clear()
 
 
 def _read_local(local_dir: Path, path: Path) -> str:
@@ -70,23 +78,27 @@ def _read_local(local_dir: Path, path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         raise MissingSecret(f"no local secrets in {local_dir}: start the stack once with `make run` "
-                            "(or run `python -m chalicelib.cli init-secrets`)") from None
+                            "(or run `python -m tooling.cli init-secrets`)") from None
 
 
-@lru_cache(maxsize=4)
+def _ssm() -> "BaseClient":
+    return aws.client("ssm", current().region)
+
+
+@lru_cache(maxsize=1)
+def _ssm_provider() -> "SSMProvider":
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    return SSMProvider(boto3_client=_ssm())  # a botocore client: SSMProvider only calls its methods
+
+
 def _ssm_parameter(name: str) -> str:
-    import boto3
-
-    response = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)
-    return str(response["Parameter"]["Value"])
+    """A SecureString's value, fetched again once ``secrets_max_age`` has passed."""
+    return str(_ssm_provider().get(name, max_age=current().secrets_max_age, decrypt=True))
 
 
 @lru_cache(maxsize=4)
-def _cached_mac_secret(local_dir: Path | None, ssm_prefix: str) -> bytes:
-    if local_dir is not None:
-        raw = _read_local(local_dir, _secrets_dir(local_dir) / MAC_SECRET_FILE).encode()
-    else:
-        raw = _ssm_parameter(ssm_prefix + "license-key-secret").encode()
+def _decode_mac_secret(raw: str) -> bytes:
     secret = base64.b64decode(raw.strip(), validate=True)
     if len(secret) < 32:
         raise RuntimeError("the license-key secret must be at least 32 bytes")
@@ -95,27 +107,40 @@ def _cached_mac_secret(local_dir: Path | None, ssm_prefix: str) -> bytes:
 
 def license_key_secret() -> bytes:
     """The HMAC secret that authenticates Log Insight-style license keys."""
-    s = settings()
-    return _cached_mac_secret(s.local_dir, s.ssm_prefix)
+    s = current()
+    if s.local_dir is not None:
+        return _decode_mac_secret(_cached_local_mac_secret(s.local_dir))
+    return _decode_mac_secret(_ssm_parameter(s.ssm_prefix + "license-key-secret"))
 
 
 @lru_cache(maxsize=4)
-def _cached_signing_keys(local_dir: Path | None, ssm_prefix: str) -> tuple["SigningKey", ...]:
+def _cached_local_mac_secret(local_dir: Path) -> str:
+    return _read_local(local_dir, _secrets_dir(local_dir) / MAC_SECRET_FILE)
+
+
+@lru_cache(maxsize=4)
+def _local_signing_keys(local_dir: Path) -> tuple["SigningKey", ...]:
     from chalicelib.licensefile import SigningKey
 
-    if local_dir is not None:
-        signing = _secrets_dir(local_dir) / SIGNING_DIR
-        current = _read_local(local_dir, signing / "current").strip()
-        keys = {p.stem: SigningKey.from_pem(p.read_bytes()) for p in sorted(signing.glob("*.pem"))}
-        return (keys.pop(current), *keys.values())
-    pems = json.loads(_ssm_parameter(ssm_prefix + "signing-keys"))
-    return tuple(SigningKey.from_pem(pem.encode()) for pem in pems)
+    signing = _secrets_dir(local_dir) / SIGNING_DIR
+    current_kid = _read_local(local_dir, signing / "current").strip()
+    keys = {p.stem: SigningKey.from_pem(p.read_bytes()) for p in sorted(signing.glob("*.pem"))}
+    return (keys.pop(current_kid), *keys.values())
+
+
+@lru_cache(maxsize=4)
+def _parse_signing_keys(raw: str) -> tuple["SigningKey", ...]:
+    from chalicelib.licensefile import SigningKey
+
+    return tuple(SigningKey.from_pem(pem.encode()) for pem in json.loads(raw))
 
 
 def signing_keys() -> tuple["SigningKey", ...]:
     """All signing keys, the current one first."""
-    s = settings()
-    return _cached_signing_keys(s.local_dir, s.ssm_prefix)
+    s = current()
+    if s.local_dir is not None:
+        return _local_signing_keys(s.local_dir)
+    return _parse_signing_keys(_ssm_parameter(s.ssm_prefix + "signing-keys"))
 
 
 def init_ssm_secrets(ssm_prefix: str) -> list[str]:
@@ -124,12 +149,11 @@ def init_ssm_secrets(ssm_prefix: str) -> list[str]:
     Existing values are never overwritten: a new license-key secret would invalidate
     every key minted so far.
     """
-    import boto3
     from botocore.exceptions import ClientError
 
     from chalicelib.licensefile import SigningKey
 
-    ssm = boto3.client("ssm")
+    ssm = _ssm()
     wanted = {
         ssm_prefix + "license-key-secret": base64.b64encode(secrets.token_bytes(32)).decode(),
         ssm_prefix + "signing-keys": json.dumps([SigningKey.generate().to_pem().decode()]),
@@ -152,22 +176,20 @@ def rotate_signing_key() -> "SigningKey":
     from chalicelib.licensefile import SigningKey
 
     key = SigningKey.generate()
-    s = settings()
+    s = current()
     if s.local_dir is not None:
         add_local_signing_key(s.local_dir, key)
     else:
-        import boto3
-
         name = s.ssm_prefix + "signing-keys"
-        ssm = boto3.client("ssm")
-        current = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
-        ssm.put_parameter(Name=name, Value=json.dumps([key.to_pem().decode(), *current]), Type="SecureString",
+        ssm = _ssm()
+        existing = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+        ssm.put_parameter(Name=name, Value=json.dumps([key.to_pem().decode(), *existing]), Type="SecureString",
                           Overwrite=True)
     clear_cache()
     return key
 
 
 def clear_cache() -> None:
-    _cached_mac_secret.cache_clear()
-    _cached_signing_keys.cache_clear()
-    _ssm_parameter.cache_clear()
+    _cached_local_mac_secret.cache_clear()
+    _local_signing_keys.cache_clear()
+    _ssm_provider.cache_clear()

@@ -1,12 +1,17 @@
 """Every PynamoDB model, one table per aggregate so operators can read them in the console.
 
-Table names are ``<KEYTURN_TABLE_PREFIX><name>`` (default ``keyturn-<stage>-``), fixed
-when this module is imported.  No model sets ``host``: botocore's
-``AWS_ENDPOINT_URL_DYNAMODB`` points every client at a local DynamoDB when set.
-Times are integers in milliseconds since the epoch (UTC) unless named otherwise.
+Nothing is fixed at import: :func:`bind` (called by ``config.bind`` at each entry point)
+names every table ``<table prefix><name>``, sets the region and the endpoint, and gives
+all models one shared PynamoDB ``Connection``, hence one botocore client from the
+process's one session (``chalicelib.aws``).  PynamoDB otherwise makes a connection,
+a client and a botocore session per model.  Times are integers in milliseconds since
+the epoch (UTC) unless named otherwise.
 """
 
 from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -16,21 +21,20 @@ from pynamodb.attributes import (
     TTLAttribute,
     UnicodeAttribute,
 )
+from pynamodb.connection import Connection
+from pynamodb.connection.table import TableConnection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.config import settings
-
-_settings = settings()
+if TYPE_CHECKING:
+    from chalicelib.config import Settings
 
 
 class _Meta:
-    region = _settings.region
+    table_name: str | None = None  # <table prefix><table_suffix>, set by bind()
+    table_suffix: str
+    region: str | None = None
     billing_mode = "PAY_PER_REQUEST"
-
-
-def _table(name: str) -> str:
-    return f"{_settings.table_prefix}{name}"
 
 
 class User(Model):
@@ -42,7 +46,7 @@ class User(Model):
     """
 
     class Meta(_Meta):
-        table_name = _table("users")
+        table_suffix = "users"
 
     username = UnicodeAttribute(hash_key=True)
     user_id = UnicodeAttribute()
@@ -62,7 +66,7 @@ class Session(Model):
     """
 
     class Meta(_Meta):
-        table_name = _table("sessions")
+        table_suffix = "sessions"
 
     token_hash = UnicodeAttribute(hash_key=True)
     user_id = UnicodeAttribute()
@@ -93,7 +97,7 @@ class LicenseKey(Model):
     """
 
     class Meta(_Meta):
-        table_name = _table("license-keys")
+        table_suffix = "license-keys"
 
     license_key = UnicodeAttribute(hash_key=True)
     license_id = UnicodeAttribute()
@@ -118,7 +122,7 @@ class Order(Model):
     """
 
     class Meta(_Meta):
-        table_name = _table("orders")
+        table_suffix = "orders"
 
     activation_key = UnicodeAttribute(hash_key=True)
     customer = MapAttribute[str, object]()
@@ -146,7 +150,7 @@ class Activation(Model):
     """
 
     class Meta(_Meta):
-        table_name = _table("activations")
+        table_suffix = "activations"
 
     activation_key = UnicodeAttribute(hash_key=True)
     hostids_key = UnicodeAttribute(range_key=True)
@@ -159,6 +163,38 @@ class Activation(Model):
 
 
 ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation)
+
+_lock = threading.Lock()
+_shared: Connection | None = None
+
+
+def bind(settings: "Settings") -> None:
+    """Point every model at the stage's tables, all through one shared connection."""
+    global _shared
+    from chalicelib import aws
+
+    with _lock:
+        shared = Connection(region=settings.region, host=settings.dynamodb_endpoint)
+        shared._local.session = aws.session()  # PynamoDB would make a session per thread
+        for model in ALL_MODELS:
+            model.Meta.table_name = f"{settings.table_prefix}{model.Meta.table_suffix}"  # type: ignore[attr-defined]
+            model.Meta.region = settings.region
+            model.Meta.host = settings.dynamodb_endpoint
+            model._connection = None
+            table: TableConnection = model._get_connection()  # PynamoDB builds its schema (no request)
+            shared.add_meta_table(table.connection.get_meta_table(table.table_name))
+            table.connection = shared
+        aws.adopt(shared.client)  # made now, on this thread, from the shared session
+        _shared = shared
+
+
+def connection() -> Connection:
+    """The connection every model uses (transactions and batch reads take it explicitly)."""
+    if _shared is None:
+        from chalicelib.config import ConfigError
+
+        raise ConfigError("no stage is bound: an entry point must call chalicelib.config.bind() first")
+    return _shared
 
 
 def condition_failed(exc: Exception) -> bool:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib import errors, runtime, users
-from chalicelib.config import settings
+from chalicelib.config import current
 from chalicelib.models import Session, condition_failed
 
 GRACE_MS = 24 * 3600 * 1000  # how long an expired session still answers 440
@@ -44,7 +44,7 @@ def login(username: str, password: str, provider: str) -> NewSession:
     if provider != LOCAL_PROVIDER:
         raise errors.BadCredentials()
     user = users.authenticate(username, password)
-    ttl = settings().session_ttl
+    ttl = current().session_ttl
     session_id = base64.urlsafe_b64encode(runtime.random_bytes(32)).rstrip(b"=").decode()
     now = runtime.now_ms()
     expires_at = now + ttl * 1000
@@ -70,7 +70,7 @@ def authenticate(session_id: str | None) -> Session:
         if now >= session.expires_at + GRACE_MS:
             raise errors.InvalidSession()
         raise errors.SessionExpired()
-    ttl = settings().session_ttl
+    ttl = current().session_ttl
     refresh_after_ms = max(1, min(60, ttl // 10)) * 1000
     if now - session.refreshed_at >= refresh_after_ms:
         refresh(session, now, ttl)

@@ -1,7 +1,8 @@
-"""Shared fixtures: an isolated environment, moto DynamoDB, a movable clock, an API client.
+"""Shared fixtures: the test stage bound explicitly, moto DynamoDB, a movable clock, an API client.
 
-The environment is fixed here, before any ``chalicelib`` import, because the models
-read their table names when imported.  Nothing here patches code: the clock is
+The test stage is bound here (``config.bind``), as every entry point binds its own;
+``rebind`` changes a setting for one test.  Stray ``AWS_*``/``KEYTURN_*`` variables are
+removed so nothing reaches a real account.  Nothing here patches code: the clock is
 swapped through ``chalicelib.runtime.configure``.
 """
 
@@ -11,24 +12,25 @@ import os
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 _STATE = Path(tempfile.mkdtemp(prefix="keyturn-tests-"))
 for name in [n for n in os.environ if n.startswith(("AWS_", "KEYTURN_"))]:
     del os.environ[name]
-os.environ.update({
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    "KEYTURN_STAGE": "test", "KEYTURN_TABLE_PREFIX": "keyturn-test-", "KEYTURN_SECRETS_SOURCE": "file",
-    "KEYTURN_LOCAL_DIR": str(_STATE),
-})
+os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1"})  # for the tests' own boto3 clients
+
+import dataclasses  # noqa: E402
 
 import pytest  # noqa: E402
 from chalice.test import Client  # noqa: E402
 from hypothesis import settings as hypothesis_settings  # noqa: E402
-from moto import mock_aws  # noqa: E402
+from moto import mock_aws  # noqa: E402  (before any client is made: moto hooks clients as they are created)
 
-from chalicelib import keystore, models, runtime, users  # noqa: E402
+from chalicelib import config, keystore, models, runtime, users  # noqa: E402
 
+TEST_SETTINGS = config.Settings(stage="test", table_prefix="keyturn-test-", region="us-east-1", local_dir=_STATE)
+config.bind(TEST_SETTINGS)
 keystore.ensure_local_secrets(_STATE)
 
 # CI runs the property tests on fixed examples, so a red build is reproducible; locally
@@ -56,6 +58,16 @@ class FakeClock:
 @pytest.fixture
 def state_dir() -> Path:
     return _STATE
+
+
+@pytest.fixture
+def rebind() -> Iterator[Callable[..., config.Settings]]:
+    """Bind the test stage with some settings changed, for one test."""
+    def bind(**changes: object) -> config.Settings:
+        return config.bind(dataclasses.replace(TEST_SETTINGS, **changes))
+
+    yield bind
+    config.bind(TEST_SETTINGS)
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import date
+from typing import Callable
 
 import pytest
 from chalice.test import Client
 
-from chalicelib import keys, keystore, models, users
+from chalicelib import config, keys, keystore, models, users
 from tests.conftest import ADMIN_PASSWORD, FakeClock
 
 JSON = {"Content-Type": "application/json"}
@@ -234,8 +235,11 @@ def test_a_session_expired_over_a_day_ago_is_401(client: Client, auth: dict[str,
 
 
 def test_the_ttl_comes_from_the_stage_and_the_environment_overrides_it(
-        client: Client, admin: models.User, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KEYTURN_SESSION_TTL", "120")
+        client: Client, admin: models.User, clock: FakeClock, rebind: Callable[..., config.Settings]) -> None:
+    stage = config.from_environment({"KEYTURN_STAGE": "test", "KEYTURN_DEFAULT_SESSION_TTL": "1800",
+                                     "KEYTURN_SESSION_TTL": "120"}, region="us-east-1")
+    assert stage.session_ttl == 120
+    rebind(session_ttl=stage.session_ttl)
     response = login(client)
     assert response.json_body["ttl"] == 120
     auth = {"Authorization": f"Bearer {response.json_body['sessionId']}"}

@@ -1,40 +1,36 @@
-"""The CloudFormation tables merged into `chalice package`, and the stages' IAM policies."""
+"""What ``tooling.template`` merges into ``chalice package``: tables, function settings, API, alarms.
+
+The deployment itself is exercised in ``tests/deploy/`` (transformed, created in moto's
+CloudFormation, the package run under its own policy); these check the template's
+promises quickly, from the generator.
+"""
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from chalicelib.models import ALL_MODELS
+from tooling import template
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def generate(stage: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYTURN_")}
-    result = subprocess.run([sys.executable, "-m", "chalicelib.deploy", "--stage", stage], cwd=PROJECT, env=env,
-                            capture_output=True, text=True, check=True, timeout=60)
-    return json.loads(result.stdout)
-
-
-@pytest.fixture(scope="module")
-def prod_template(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return generate("prod")
-
-
-def test_every_model_gets_a_retained_on_demand_table_with_recovery(prod_template: dict) -> None:
-    tables = prod_template["Resources"]
-    assert set(tables) == {"UserTable", "SessionTable", "LicenseKeyTable", "OrderTable", "ActivationTable"}
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_every_model_gets_an_on_demand_table_retained_except_on_create(stage: str) -> None:
+    resources = template.template(stage)["Resources"]
+    tables = {name: r for name, r in resources.items() if r.get("Type") == "AWS::DynamoDB::Table"}
+    assert set(tables) == {f"{model.__name__}Table" for model in ALL_MODELS}
     for resource in tables.values():
-        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain")
+        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("RetainExceptOnCreate", "Retain")
         properties = resource["Properties"]
-        assert properties["TableName"].startswith("keyturn-prod-")
+        assert properties["TableName"].startswith(f"keyturn-{stage}-")
         assert properties["BillingMode"] == "PAY_PER_REQUEST"
         assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert properties["DeletionProtectionEnabled"] is (stage == "prod")
     assert tables["SessionTable"]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "purge_at",
                                                                                "Enabled": True}
     assert tables["LicenseKeyTable"]["Properties"]["GlobalSecondaryIndexes"][0]["IndexName"] == "by-id"
@@ -42,26 +38,38 @@ def test_every_model_gets_a_retained_on_demand_table_with_recovery(prod_template
         "activation_key", "hostids_key"]
 
 
-def test_the_template_passes_cfn_lint(prod_template: dict, tmp_path: Path) -> None:
-    path = tmp_path / "tables.json"
-    path.write_text(json.dumps(prod_template))
-    result = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(path)], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_the_api_function_answers_before_api_gateway_gives_up_and_logs_to_its_own_group() -> None:
+    resources = template.template("dev")["Resources"]
+    function = resources["APIHandler"]["Properties"]
+    assert function["FunctionName"] == "keyturn-dev-api"
+    assert function["Timeout"] < 29  # API Gateway REST cuts an integration off at 29 s
+    assert resources["ApiHandlerLogGroup"]["Properties"] == {"LogGroupName": "/aws/lambda/keyturn-dev-api",
+                                                            "RetentionInDays": 14}
+    assert template.template("prod")["Resources"]["ApiHandlerLogGroup"]["Properties"]["RetentionInDays"] == 365
 
 
-@pytest.mark.parametrize("stage", ["dev", "prod"])
-def test_each_stage_policy_covers_exactly_its_own_tables(stage: str) -> None:
-    policy = json.loads((PROJECT / ".chalice" / f"policy-{stage}.json").read_text())
-    (tables,) = [s for s in policy["Statement"] if s["Sid"] == "KeyturnTables"]
-    other = "prod" if stage == "dev" else "dev"
-    for resource in generate(stage)["Resources"].values():
-        arn = f"arn:aws:dynamodb:eu-west-1:123456789012:table/{resource['Properties']['TableName']}"
-        assert any(fnmatch.fnmatch(arn, pattern) for pattern in tables["Resource"])
-        assert not any(fnmatch.fnmatch(arn.replace(f"-{stage}-", f"-{other}-"), p) for p in tables["Resource"])
+def test_the_api_has_one_stage_throttling_and_gateway_answers_in_both_error_formats() -> None:
+    api = template.template("dev")["Resources"]["RestAPI"]["Properties"]
+    assert api["OpenApiVersion"] == "3.0.1"  # else SAM adds a second public stage named "Stage"
+    assert api["MethodSettings"] == [{"ResourcePath": "/*", "HttpMethod": "*", "ThrottlingRateLimit": 20.0,
+                                      "ThrottlingBurstLimit": 40}]
+    unknown = api["GatewayResponses"]["MISSING_AUTHENTICATION_TOKEN"]
+    assert unknown == {"StatusCode": "404", "ResponseTemplates": {
+        "application/json": '{"errorMessage": "No such resource.", "message": "No such resource."}'}}
+    assert api["GatewayResponses"]["THROTTLED"]["StatusCode"] == "429"
+
+
+def test_alarms_watch_errors_throttles_5xx_and_dynamodb_throttling_on_one_topic() -> None:
+    resources = template.template("dev")["Resources"]
+    alarms = {name: r["Properties"] for name, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"}
+    assert {(a.get("Namespace"), a.get("MetricName")) for a in alarms.values()} == {
+        ("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("AWS/ApiGateway", "5XXError"), (None, None)}
+    throttled = alarms["DynamoDBThrottledAlarm"]["Metrics"]
+    assert len(throttled) == 2 * len(ALL_MODELS) + 1 and throttled[-1]["Expression"] == "SUM(METRICS())"
+    assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
 
 
 def test_local_stages_are_not_deployed() -> None:
-    result = subprocess.run([sys.executable, "-m", "chalicelib.deploy", "--stage", "local"], cwd=PROJECT,
+    result = subprocess.run([sys.executable, "-m", "tooling.template", "--stage", "local"], cwd=PROJECT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "not deployed" in result.stderr

@@ -5,22 +5,19 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Callable
 
 import boto3
 import pytest
 
-from chalicelib import keystore, verifier
+from chalicelib import config, keystore, verifier
 from chalicelib.licensefile import FeatureSpec, render_license
 from tests.conftest import FakeClock
 
 
 @pytest.fixture
-def ssm_stage(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("KEYTURN_SECRETS_SOURCE", "ssm")
-    monkeypatch.setenv("KEYTURN_SSM_PREFIX", "/keyturn/dev/")
-    keystore.clear_cache()
-    yield "/keyturn/dev/"
-    keystore.clear_cache()
+def ssm_stage(aws: None, rebind: Callable[..., config.Settings]) -> str:
+    return rebind(local_dir=None, ssm_prefix="/keyturn/dev/").ssm_prefix
 
 
 def test_init_creates_the_ssm_secure_strings_once_and_never_overwrites(ssm_stage: str) -> None:
@@ -50,31 +47,24 @@ def test_rotation_in_ssm_keeps_the_old_key_published_and_signs_with_the_new(ssm_
     assert not only_new.valid and old.kid in only_new.reason
 
 
-def test_local_rotation_adds_a_key_file_and_makes_it_current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KEYTURN_LOCAL_DIR", str(tmp_path))
-    keystore.clear_cache()
-    try:
-        keystore.ensure_local_secrets(tmp_path)
-        first = keystore.signing_keys()[0]
-        second = keystore.rotate_signing_key()
-        assert [k.kid for k in keystore.signing_keys()] == [second.kid, first.kid]
-        assert sorted(p.name for p in (tmp_path / "secrets" / "signing-keys").iterdir()) == sorted(
-            [f"{first.kid}.pem", f"{second.kid}.pem", "current"])
-        assert oct((tmp_path / "secrets" / "license-key-secret").stat().st_mode & 0o777) == "0o600"
-    finally:
-        keystore.clear_cache()
+def test_local_rotation_adds_a_key_file_and_makes_it_current(tmp_path: Path,
+                                                             rebind: Callable[..., config.Settings]) -> None:
+    rebind(local_dir=tmp_path)
+    keystore.ensure_local_secrets(tmp_path)
+    first = keystore.signing_keys()[0]
+    second = keystore.rotate_signing_key()
+    assert [k.kid for k in keystore.signing_keys()] == [second.kid, first.kid]
+    assert sorted(p.name for p in (tmp_path / "secrets" / "signing-keys").iterdir()) == sorted(
+        [f"{first.kid}.pem", f"{second.kid}.pem", "current"])
+    assert oct((tmp_path / "secrets" / "license-key-secret").stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_short_license_key_secret_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_short_license_key_secret_is_refused(tmp_path: Path, rebind: Callable[..., config.Settings]) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "license-key-secret").write_text(base64.b64encode(b"short").decode())
-    monkeypatch.setenv("KEYTURN_LOCAL_DIR", str(tmp_path))
-    keystore.clear_cache()
-    try:
-        with pytest.raises(RuntimeError, match="at least 32 bytes"):
-            keystore.license_key_secret()
-    finally:
-        keystore.clear_cache()
+    rebind(local_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="at least 32 bytes"):
+        keystore.license_key_secret()
 
 
 def test_published_keys_are_what_the_verifier_loads(aws: None) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from werkzeug.test import Client
 
-from chalicelib import localdb
+from tooling import localdb
 
 
 def signed(region: str = "us-east-1", day: str = "20261126", access_key: str = "local") -> str:

@@ -97,7 +97,7 @@ def login() -> Response:
 
 @endpoint("/sessions/current", ["GET"])
 def current_session(session: Session) -> Response:
-    return json_response({"userId": session.user_id, "ttl": config.settings().session_ttl})
+    return json_response({"userId": session.user_id, "ttl": config.current().session_ttl})
 
 
 @endpoint("/sessions/current", ["DELETE"])

@@ -1,4 +1,4 @@
-"""Start and stop the real local stack (``python -m chalicelib.localrun``) for tests.
+"""Start and stop the real local stack (``python -m tooling.localrun``) for tests.
 
 Each stack gets its own state folder and free ports; it is stopped the way a terminal
 stops ``make run`` (SIGINT to its process group), and every process it recorded is
@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from chalicelib.procs import die_with_parent
+from tooling.procs import die_with_parent
 
 PROJECT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
@@ -48,7 +48,7 @@ def cli(state_dir: Path, *args: str, stdin: str | None = None) -> subprocess.Com
     env = {**os.environ, "KEYTURN_LOCAL_DIR": str(state_dir)}
     for name in [n for n in env if n.startswith(("KEYTURN_TABLE", "KEYTURN_STAGE", "KEYTURN_SECRETS", "AWS_ENDPOINT"))]:
         del env[name]
-    return subprocess.run([sys.executable, "-m", "chalicelib.cli", *args], cwd=PROJECT, env=env, input=stdin,
+    return subprocess.run([sys.executable, "-m", "tooling.cli", *args], cwd=PROJECT, env=env, input=stdin,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -76,7 +76,7 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "chalicelib.localrun"], cwd=PROJECT,
+            self.process = subprocess.Popen([sys.executable, "-m", "tooling.localrun"], cwd=PROJECT,
                                             env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True, preexec_fn=die_with_parent)
         try:

@@ -2,12 +2,12 @@
 
 1. state folder (``.local/`` or ``KEYTURN_LOCAL_DIR``), locked so two stacks never
    share it; the port (``PORT``, 8000) checked free; secrets generated on first start;
-2. ``python -m chalicelib.localdb`` (moto, single-threaded, journaled) on a free port,
+2. ``python -m tooling.localdb`` (moto, single-threaded, journaled) on a free port,
    waited for as long as it takes to load its journal (it reports when it serves);
 3. tables created, user ``admin`` seeded (``KEYTURN_ADMIN_PASSWORD``, else a password
    generated once into ``<state>/admin-password``), its lock cleared;
 4. ``chalice local --no-autoreload --stage local`` on 127.0.0.1:``PORT``, through
-   ``chalicelib.localapi``, which raises its listen backlog and reports once it holds
+   ``tooling.localapi``, which raises its listen backlog and reports once it holds
    the port (so another program answering there is never mistaken for it).
 
 Both servers run in process groups of their own, so the terminal's Ctrl-C reaches only
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chalicelib import localdb, procs, stages
+from tooling import localdb, procs, stages
 
 ADMIN_USER = "admin"
 START_TIMEOUT = 60.0
@@ -132,18 +132,15 @@ def run() -> int:
     try:
         if not _port_is_free(port):
             raise StartupError(f"port {port} on 127.0.0.1 is in use; stop what holds it, or set PORT")
-        stages.use_stage("local")
-        from chalicelib import keystore
+        from chalicelib import keystore, models, users
 
         keystore.ensure_local_secrets(state_dir)
-        env = dict(os.environ)
-        db = _spawn([sys.executable, "-m", "chalicelib.localdb", "--state-dir", str(state_dir)], env)
+        db = _spawn([sys.executable, "-m", "tooling.localdb", "--state-dir", str(state_dir)],
+                    stages.local_child_environment(stages.settings_for("local")))
         _say("loading the local DynamoDB")  # as long as its journal takes: no time limit while it runs
         db_port = _ready_file(db_ready, db, "the local DynamoDB", timeout=None)["port"]
         endpoint = f"http://127.0.0.1:{db_port}"
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = env["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
-
-        from chalicelib import models, users
+        env = stages.local_child_environment(stages.bind("local", dynamodb_endpoint=endpoint))
 
         models.create_tables()
         password, source = _admin_password(state_dir)
@@ -153,7 +150,7 @@ def run() -> int:
         api_ready = state_dir / "api.json"
         api_ready.unlink(missing_ok=True)
         env["KEYTURN_API_READY_FILE"] = str(api_ready)
-        api = _spawn([sys.executable, "-m", "chalicelib.localapi", "local", "--no-autoreload",
+        api = _spawn([sys.executable, "-m", "tooling.localapi", "local", "--no-autoreload",
                       "--host", "127.0.0.1", "--port", str(port), "--stage", "local"], env)
         (state_dir / stages.STACK_FILE).write_text(json.dumps({
             "pid": os.getpid(), "api_url": url, "api_pid": api.pid,

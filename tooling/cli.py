@@ -2,8 +2,10 @@
 
 ``--stage local`` (the default) works on the local stack that ``make run`` started
 (found through its state folder, ``.local/`` or ``KEYTURN_LOCAL_DIR``); any other stage
-means AWS, with the usual AWS environment variables (credentials, region) and the
-stage's table names and SSM parameters from ``.chalice/config.json``.
+means AWS, with the usual AWS configuration (``AWS_PROFILE`` or credentials, and the
+region botocore resolves: ``AWS_DEFAULT_REGION`` or the profile's) and the stage's
+table names and SSM parameters from ``.chalice/config.json``.  Failures are one line on
+standard error and exit status 1.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import sys
 from datetime import date
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from chalicelib import stages
+from chalicelib import config
+from tooling import stages
 
-if TYPE_CHECKING:  # models read table names at import: only after use_stage()
+if TYPE_CHECKING:
     from chalicelib.models import Order
 
 _T = TypeVar("_T")
@@ -32,7 +35,7 @@ def _date(text: str) -> date:
 
 
 def _needs_database(stage: str) -> None:
-    if stage == "local" and "AWS_ENDPOINT_URL_DYNAMODB" not in os.environ:
+    if stage == "local" and config.current().dynamodb_endpoint is None:
         raise SystemExit(f"the local stack of {stages.local_state_dir()} is not running; start it with `make run`")
 
 
@@ -49,7 +52,11 @@ def set_password(args: argparse.Namespace) -> str:
     _needs_database(args.stage)
     from chalicelib import users
 
-    password = args.password or os.environ.get("KEYTURN_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
+    password = args.password or os.environ.get("KEYTURN_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            raise SystemExit("no password: give --password, set KEYTURN_PASSWORD, or run in a terminal to be asked")
+        password = getpass.getpass(f"password for {args.username}: ")
     try:
         user = users.set_password(args.username, password)
     except ValueError as exc:
@@ -137,9 +144,8 @@ def signing_keys(args: argparse.Namespace) -> str:
 
 def init_secrets(args: argparse.Namespace) -> str:
     from chalicelib import keystore
-    from chalicelib.config import settings
 
-    current = settings()
+    current = config.current()
     if current.local_dir is not None:
         keystore.ensure_local_secrets(current.local_dir)
         return f"local secrets are in {current.local_dir / 'secrets'}"
@@ -156,7 +162,7 @@ def rotate_signing_key(args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chalicelib.cli", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tooling.cli", description=__doc__)
     parser.add_argument("--stage", default="local", help="Chalice stage to act on (default: local)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -230,15 +236,58 @@ def main(argv: list[str] | None = None) -> int:
 
         return verifier.main(argv[command_at + 1:])
     args = build_parser().parse_args(argv)
-    stages.use_stage(args.stage)
     run: Callable[[argparse.Namespace], str] = args.run
+    try:
+        stages.bind(args.stage)
+        print(run(args))
+    except Exception as exc:  # every failure is one line, never a traceback
+        message = failure_message(exc, args.stage)
+        if message is None:
+            raise
+        raise SystemExit(message) from None
+    return 0
+
+
+def failure_message(exc: BaseException, stage: str) -> str | None:
+    """One line for what went wrong talking to AWS (or the local stack), or None for a bug."""
+    from botocore import exceptions as aws_errors
+
     from chalicelib.keystore import MissingSecret
 
+    if isinstance(exc, (config.ConfigError, MissingSecret)):
+        return str(exc)
+    cause: BaseException | None = exc
+    while cause is not None:  # PynamoDB wraps botocore's errors: find the first botocore one
+        if isinstance(cause, aws_errors.NoCredentialsError):
+            return (f"no AWS credentials for stage {stage}: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY)")
+        if isinstance(cause, aws_errors.NoRegionError):
+            return "no AWS region: set AWS_DEFAULT_REGION or AWS_PROFILE (a profile with a region)"
+        if isinstance(cause, aws_errors.EndpointConnectionError):
+            return f"cannot reach AWS: {cause}"
+        if isinstance(cause, aws_errors.ClientError):
+            error = cause.response.get("Error", {})
+            code, text = error.get("Code", "Error"), error.get("Message", "")
+            region = config.current().region if _bound() else "?"
+            if code == "ResourceNotFoundException":
+                return (f"{text} (region {region}): is stage {stage} deployed in this region? "
+                        "See docs/deploy.md")
+            if code == "ParameterNotFound":
+                return (f"a secret of stage {stage} is missing in SSM (region {region}): run "
+                        f"`python -m tooling.cli --stage {stage} init-secrets`")
+            return f"AWS refused the request ({code}, region {region}): {text}"
+        if isinstance(cause, aws_errors.BotoCoreError):
+            return f"AWS request failed: {cause}"
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    return None
+
+
+def _bound() -> bool:
     try:
-        print(run(args))
-    except MissingSecret as exc:
-        raise SystemExit(str(exc)) from None
-    return 0
+        config.current()
+    except config.ConfigError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

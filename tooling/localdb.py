@@ -12,7 +12,7 @@ one ``CreateTable`` per table plus its items, so start-up stays proportional to 
 data, not to its history (it is compacted again at a clean stop and every 20,000
 writes).  A killed server loses nothing it has answered.
 
-Run as ``python -m chalicelib.localdb --state-dir DIR``; it binds 127.0.0.1 on a free
+Run as ``python -m tooling.localdb --state-dir DIR``; it binds 127.0.0.1 on a free
 port and writes ``{"port", "pid"}`` to ``DIR/dynamodb.json`` once it serves.
 """
 
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from chalicelib.procs import die_with_parent
+from tooling.procs import die_with_parent
 
 JOURNAL = "dynamodb.journal"
 READY_FILE = "dynamodb.json"
@@ -251,7 +251,7 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chalicelib.localdb", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tooling.localdb", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--port", type=int, default=0, help="0 (default) picks a free port")
     args = parser.parse_args(argv)

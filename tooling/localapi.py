@@ -6,7 +6,7 @@ burst of 30 clients (the concurrency tests, a load test) got connections reset. 
 the orchestrator must know that *this* server holds the port, not another program
 answering there, so the server writes ``$KEYTURN_API_READY_FILE`` (its pid and port)
 after binding.  Otherwise this runs the unchanged ``chalice`` command line:
-``python -m chalicelib.localapi local --no-autoreload ...``.
+``python -m tooling.localapi local --no-autoreload ...``.
 """
 
 from __future__ import annotations
