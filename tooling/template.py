@@ -103,8 +103,10 @@ def _gateway_response(status: int, message: str) -> dict[str, Any]:
     return {"StatusCode": str(status), "ResponseTemplates": {"application/json": body}}
 
 
+UNKNOWN_ROUTE = _gateway_response(404, "No such resource.")
 GATEWAY_RESPONSES = {
-    "MISSING_AUTHENTICATION_TOKEN": _gateway_response(404, "No such resource."),  # unknown route or method
+    "MISSING_AUTHENTICATION_TOKEN": UNKNOWN_ROUTE,  # an unknown route or method
+    "INCOMPLETE_SIGNATURE": UNKNOWN_ROUTE,  # the same with an Authorization header (no route signs with SigV4)
     "THROTTLED": _gateway_response(429, "Too many requests."),
     "REQUEST_TOO_LARGE": _gateway_response(413, "The request is too large."),
     "DEFAULT_4XX": _gateway_response(400, "Bad request."),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import requests
 
 from tests.e2e.stack import LocalStack, cli, process_exists
 
@@ -153,3 +154,12 @@ def test_a_port_already_in_use_is_refused_clearly_and_leaves_nothing_running(sta
         second.start()
     assert second.process is not None and second.process.poll() is not None
     assert stack.get("/api/v1/version").status_code == 200  # the first stack is untouched
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer some-session"}])
+def test_an_unknown_route_answers_as_the_deployed_api_gateway_does(stack: LocalStack, headers: dict[str, str]) -> None:
+    """Locally as in AWS (the template's Gateway Responses): 404, readable by both APIs' clients."""
+    for method, path in (("GET", "/api/v1/nothing-here"), ("POST", "/rest/v2/licenses"), ("GET", "/")):
+        response = requests.request(method, stack.url + path, headers=headers, timeout=30)
+        assert (response.status_code, response.headers["Content-Type"], response.text) == (
+            404, "application/json", '{"errorMessage": "No such resource.", "message": "No such resource."}')
