@@ -239,7 +239,7 @@ class Routes:
             pattern = "^" + re.sub(r"{[^}]+}", "([^/]+)", template) + "$"
             found = re.match(pattern, path)
             if found:
-                return template, dict(zip(names, found.groups()))
+                return template, dict(zip(names, found.groups(), strict=True))
         raise LookupError(path)
 
 
