@@ -257,7 +257,7 @@ def failure_message(exc: BaseException, stage: str) -> str | None:
     if isinstance(exc, (config.ConfigError, MissingSecret)):
         return str(exc)
     cause: BaseException | None = exc
-    while cause is not None:  # PynamoDB wraps botocore's errors: find the first botocore one
+    while cause is not None:  # PynamoDB and Powertools wrap botocore's errors: find the first botocore one
         if isinstance(cause, aws_errors.NoCredentialsError):
             return (f"no AWS credentials for stage {stage}: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY)")
@@ -278,7 +278,7 @@ def failure_message(exc: BaseException, stage: str) -> str | None:
             return f"AWS refused the request ({code}, region {region}): {text}"
         if isinstance(cause, aws_errors.BotoCoreError):
             return f"AWS request failed: {cause}"
-        cause = getattr(cause, "cause", None) or cause.__cause__
+        cause = getattr(cause, "cause", None) or cause.__cause__ or cause.__context__
     return None
 
 
