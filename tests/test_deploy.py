@@ -73,3 +73,19 @@ def test_local_stages_are_not_deployed() -> None:
     result = subprocess.run([sys.executable, "-m", "tooling.template", "--stage", "local"], cwd=PROJECT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "not deployed" in result.stderr
+
+
+def test_kms_decrypt_is_granted_only_for_a_customer_key_the_stage_names() -> None:
+    from tooling import iam
+
+    def statements(kms_key_arn: str | None) -> dict[str, dict]:
+        document = iam.policy_document(iam.API, table_prefix="keyturn-dev-", ssm_prefix="/keyturn/dev/",
+                                       function_name="keyturn-dev-api", kms_key_arn=kms_key_arn)
+        return {s["Sid"]: s for s in document["Statement"]}
+
+    assert "SecretsKey" not in statements(None)  # the AWS-managed aws/ssm key needs no grant
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert statements(key)["SecretsKey"] == {"Sid": "SecretsKey", "Effect": "Allow", "Action": ["kms:Decrypt"],
+                                             "Resource": [key]}
+    assert statements(None)["OwnLogGroup"]["Resource"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/keyturn-dev-api:*"}]
