@@ -4,15 +4,26 @@ The test stage is bound here (``config.bind``), as every entry point binds its o
 ``rebind`` changes a setting for one test.  Stray ``AWS_*``/``KEYTURN_*`` variables are
 removed so nothing reaches a real account.  Nothing here patches code: the clock is
 swapped through ``chalicelib.runtime.configure``.
+
+The API tests' client records, as IAM (action, resource) pairs, every AWS call the API
+makes while it handles a request (``IAM_RECORDING``); ``tests/test_iam.py`` checks them
+against the API function's policy in ``tooling/iam.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+# Read before the KEYTURN_* variables are removed below: where a pytest run started by
+# tests/test_iam.py writes the IAM calls it recorded (JSON, at the end of the session).
+RECORD_IAM_CALLS_VARIABLE = "KEYTURN_RECORD_IAM_CALLS"
+_RECORD_IAM_CALLS_TO = os.environ.get(RECORD_IAM_CALLS_VARIABLE)
 
 _STATE = Path(tempfile.mkdtemp(prefix="keyturn-tests-"))
 for name in [n for n in os.environ if n.startswith(("AWS_", "KEYTURN_"))]:
@@ -23,10 +34,11 @@ os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "tes
 import dataclasses  # noqa: E402
 
 import pytest  # noqa: E402
-from chalice.test import Client  # noqa: E402
+from chalice.test import Client, HTTPResponse, TestHTTPClient  # noqa: E402
 from hypothesis import settings as hypothesis_settings  # noqa: E402
 from moto import mock_aws  # noqa: E402  (before any client is made: moto hooks clients as they are created)
 
+from chalicelib import aws as aws_clients  # noqa: E402
 from chalicelib import config, keystore, models, runtime, users  # noqa: E402
 
 TEST_SETTINGS = config.Settings(stage="test", table_prefix="keyturn-test-", region="us-east-1", local_dir=_STATE)
@@ -86,10 +98,12 @@ def aws() -> Iterator[None]:
 
 
 @pytest.fixture
-def client(aws: None) -> Iterator[Client]:
+def client(aws: None, request: pytest.FixtureRequest) -> Iterator[Client]:
+    """The API through Chalice's test client; in the API tests it records the API's AWS calls."""
     from app import app
 
-    with Client(app, stage_name="test") as test_client:
+    client_class = RecordingClient if is_api_test_module(request.node.path) else Client
+    with client_class(app, stage_name="test") as test_client:
         yield test_client
 
 
@@ -109,3 +123,132 @@ def session_id(client: Client, admin: models.User) -> str:
 @pytest.fixture
 def auth(session_id: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {session_id}", "Content-Type": "application/json"}
+
+
+# --- the API's AWS calls, as IAM sees them (checked by tests/test_iam.py) ----------------
+
+TESTS_DIR = Path(__file__).resolve().parent
+API_TEST_MODULES = "test_api_*.py"  # the tests whose requests are recorded
+RECORDED_ACCOUNT, RECORDED_REGION = "123456789012", "us-east-1"  # moto's default account; the test stage's region
+
+_TRANSACT_WRITE_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                           "ConditionCheck": "ConditionCheckItem"}
+
+
+def is_api_test_module(path: Path) -> bool:
+    return path.parent.resolve() == TESTS_DIR and path.match(API_TEST_MODULES)
+
+
+def api_test_modules() -> list[Path]:
+    """Every API test module on disk: the recording is complete only when all of them ran."""
+    return sorted(TESTS_DIR.glob(API_TEST_MODULES))
+
+
+def _table(name: str) -> str:
+    return f"arn:aws:dynamodb:{RECORDED_REGION}:{RECORDED_ACCOUNT}:table/{name}"
+
+
+def _parameter(name: str) -> str:
+    return f"arn:aws:ssm:{RECORDED_REGION}:{RECORDED_ACCOUNT}:parameter/{name.lstrip('/')}"
+
+
+def iam_pairs(service: str, operation: str, api_params: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (IAM action, resource ARN) pairs AWS authorises for one API call.
+
+    A transaction or batch is authorised per item (table) by the item's own action, so
+    a policy that lacks, say, ``dynamodb:PutItem`` on a table fails a transaction that
+    puts into it.  Calls this does not know are kept as ``service:Operation`` on ``*``,
+    so the policy check reports them rather than hiding them.
+    """
+    if service == "dynamodb":
+        if operation in ("BatchGetItem", "BatchWriteItem"):
+            return {(f"dynamodb:{operation}", _table(name)) for name in api_params.get("RequestItems", {})}
+        if operation == "TransactWriteItems":
+            return {(f"dynamodb:{_TRANSACT_WRITE_ACTIONS[kind]}", _table(item[kind]["TableName"]))
+                    for item in api_params.get("TransactItems", []) for kind in item}
+        if operation == "TransactGetItems":
+            return {("dynamodb:GetItem", _table(item["Get"]["TableName"]))
+                    for item in api_params.get("TransactItems", [])}
+        if "TableName" in api_params:
+            resource = _table(api_params["TableName"])
+            if "IndexName" in api_params:
+                resource += f"/index/{api_params['IndexName']}"
+            return {(f"dynamodb:{operation}", resource)}
+    if service == "ssm" and operation == "GetParameter":
+        return {("ssm:GetParameter", _parameter(api_params["Name"]))}
+    if service == "ssm" and operation == "GetParameters":
+        return {("ssm:GetParameters", _parameter(name)) for name in api_params.get("Names", [])}
+    return {(f"{service}:{operation}", "*")}
+
+
+class IamRecording:
+    """The IAM pairs the API tests' requests used, and which API tests this session ran."""
+
+    def __init__(self) -> None:
+        self.calls: set[tuple[str, str]] = set()
+        self.collected: dict[str, Path] = {}  # nodeid -> module, every API test collected (before -k)
+        self.ran: set[str] = set()  # nodeids of the API tests that ran (or were skipped) to the end
+        self._lock = threading.Lock()
+
+    def observe(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        """A botocore ``before-call`` handler; returns None, so the call goes ahead.
+
+        ``params`` is botocore's request dict: for DynamoDB and SSM (JSON protocols)
+        the API parameters are its JSON body.
+        """
+        service = model.service_model.service_name
+        api_params: dict[str, Any] = {}
+        if service in ("dynamodb", "ssm") and params.get("body"):
+            api_params = json.loads(params["body"])
+        with self._lock:
+            self.calls |= iam_pairs(service, model.name, api_params)
+
+    def complete(self) -> bool:
+        """True when every API test module was collected whole and every test in it ran."""
+        modules = set(self.collected.values())
+        return (bool(modules) and modules == set(api_test_modules())
+                and set(self.collected) <= self.ran)
+
+
+IAM_RECORDING = IamRecording()
+
+
+class RecordingHTTPClient(TestHTTPClient):
+    """Chalice's test HTTP client, recording the AWS calls made while it serves a request.
+
+    Only the request itself is observed, so a test's setup (orders, users, SSM
+    parameters it creates directly) never counts as the API's use.
+    """
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None,
+                body: bytes = b"") -> HTTPResponse:
+        aws_clients.observe(IAM_RECORDING.observe)
+        try:
+            return super().request(method, path, headers=headers, body=body)
+        finally:
+            aws_clients.unobserve(IAM_RECORDING.observe)
+
+
+class RecordingClient(Client):
+    @property
+    def http(self) -> TestHTTPClient:
+        if self._http_client is None:
+            self._http_client = RecordingHTTPClient(self._app, self._chalice_config)
+        return self._http_client
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    for node in report.result:
+        if isinstance(node, pytest.Item) and is_api_test_module(node.path):
+            IAM_RECORDING.collected[node.nodeid] = node.path.resolve()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.nodeid in IAM_RECORDING.collected and (report.when == "call" or report.skipped):
+        IAM_RECORDING.ran.add(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _RECORD_IAM_CALLS_TO:
+        recording = {"complete": IAM_RECORDING.complete(), "calls": sorted(IAM_RECORDING.calls)}
+        Path(_RECORD_IAM_CALLS_TO).write_text(json.dumps(recording, indent=1) + "\n")
