@@ -55,10 +55,12 @@ def _excluded(name: str, runtime_sdk: bool, services: set[str]) -> bool:
     parts = name.split("/")
     if "__pycache__" in parts or name.endswith((".pyc", ".pyo")):
         return True  # whatever was compiled before is replaced by what is compiled last
-    if parts[0] in ("botocore", "boto3") and len(parts) > 3 and parts[1] == "data":
-        return parts[2] not in services  # models of services no function calls (16 of botocore's 17 MB)
     top = parts[0]
-    return runtime_sdk and (top in RUNTIME_SDK or top.startswith(tuple(RUNTIME_SDK.values())))
+    if runtime_sdk and (top in RUNTIME_SDK or top.startswith(tuple(RUNTIME_SDK.values()))):
+        return True
+    if top in ("botocore", "boto3") and len(parts) > 3 and parts[1] == "data":
+        return parts[2] not in services  # models of services no function calls (16 of botocore's 17 MB)
+    return False
 
 
 def precompile(zip_path: Path, runtime_sdk: bool = False) -> dict[str, int]:

@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,11 +191,20 @@ def snapshot(root: Path) -> dict[str, tuple[int, float]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) for p in root.rglob("*")}
 
 
+def read_only_as_root() -> list[str]:
+    """A command prefix under which even root cannot write a 0444 file (root ignores file modes)."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        return []
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+
 class LambdaProcess:
     """The unzipped package in the runtime interpreter, one event per call (tests/deploy/lambda_runtime.py)."""
 
     def __init__(self, python: Path, task_root: Path, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen([str(python), str(Path(__file__).with_name("lambda_runtime.py"))],
+        self.process = subprocess.Popen([*read_only_as_root(), str(python),
+                                         str(Path(__file__).with_name("lambda_runtime.py"))],
                                         cwd=task_root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, start_new_session=True,
                                         preexec_fn=die_with_parent)
