@@ -2,7 +2,7 @@
 
 from chalice import Chalice
 
-from chalicelib import entry
+from chalicelib import entry, functions
 from chalicelib.api import common, lac, vrli
 
 # configure_logs=False: the "keyturn" logger is the structured one from chalicelib.logs.
@@ -13,3 +13,4 @@ common.register_translator(vrli.PREFIX, vrli.error_response)
 common.register_translator(lac.PREFIX, lac.error_response)
 app.register_blueprint(vrli.vrli, url_prefix=vrli.PREFIX)
 app.register_blueprint(lac.lac, url_prefix=lac.PREFIX)
+app.register_blueprint(functions.functions)  # provision_queue, provision_events, operator

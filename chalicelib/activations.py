@@ -19,18 +19,16 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, Callable, NoReturn
 
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib import errors, hostids, keystore, runtime
 from chalicelib.config import current
-from chalicelib.models import Activation, Order, connection
+from chalicelib.models import CONFLICT_ATTEMPTS, Activation, Order, connection, reason_codes, retrying_conflicts
 
 STATES = ("success", "failed", "in_progress")
-_CONFLICT_ATTEMPTS = 10
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ def batch_get(dispatch: Callable[[str, dict[str, Any]], dict[str, Any]],
     """``BatchGetItem`` until DynamoDB has answered every key (it may leave some unprocessed)."""
     found: dict[str, list[dict[str, Any]]] = {}
     pending = request_items
-    for tries in range(_CONFLICT_ATTEMPTS):
+    for tries in range(CONFLICT_ATTEMPTS):
         response = dispatch("BatchGetItem", {"RequestItems": pending})
         for table, items in response.get("Responses", {}).items():
             found.setdefault(table, []).extend(items)
@@ -105,23 +103,6 @@ def _enabled(lookup: Lookup) -> Lookup:
     if not lookup.order.enabled:
         raise errors.OrderDisabled()
     return lookup
-
-
-def _reason_codes(exc: TransactWriteError) -> list[str | None]:
-    return [reason.code if reason else None for reason in (exc.cancellation_reasons or [])]
-
-
-def _retrying_conflicts(attempt: Callable[[], _T]) -> _T:
-    """Real DynamoDB cancels transactions that race on one item (``TransactionConflict``):
-    those are retried with jittered backoff; every other outcome is final."""
-    for tries in range(_CONFLICT_ATTEMPTS - 1):
-        try:
-            return attempt()
-        except TransactWriteError as exc:
-            if "TransactionConflict" not in _reason_codes(exc):
-                raise
-            time.sleep(random.uniform(0, 0.01 * 2 ** min(tries, 6)))
-    return attempt()
 
 
 def _expiration(order: Order) -> date | None:
@@ -144,16 +125,16 @@ def _license_file(order: Order, key: str, generated_at: datetime) -> tuple[str, 
 
 def activate(activation_key: str, segment: str) -> Activation:
     """Take a seat for this host and sign its license; a repeat returns the same license."""
-    for _ in range(_CONFLICT_ATTEMPTS):
+    for _ in range(CONFLICT_ATTEMPTS):
         lookup = _enabled(_read(activation_key, segment))
         if lookup.activation is not None:
             return lookup.activation
         hostids.check_template(lookup.hostids, lookup.order.hostid.as_dict())
         activation = _new_activation(lookup)
         try:
-            return _retrying_conflicts(functools.partial(_take_seat, activation))
+            return retrying_conflicts(functools.partial(_take_seat, activation))
         except TransactWriteError as exc:
-            host_reason, order_reason = (_reason_codes(exc) + [None, None])[:2]
+            host_reason, order_reason = (reason_codes(exc) + [None, None])[:2]
             if host_reason == "ConditionalCheckFailed":
                 continue  # the same host won a race: read its license (or try again if it is gone)
             if order_reason == "ConditionalCheckFailed":
@@ -240,9 +221,9 @@ def _free_seat(lookup: Lookup, condition: Any, extra_actions: list[Any],
                          actions=[Order.activated_licenses.add(-1), *extra_actions])
 
     try:
-        _retrying_conflicts(attempt)
+        retrying_conflicts(attempt)
     except TransactWriteError as exc:
-        host_reason, order_reason = (_reason_codes(exc) + [None, None])[:2]
+        host_reason, order_reason = (reason_codes(exc) + [None, None])[:2]
         if host_reason == "ConditionalCheckFailed":
             raise errors.LicenseDoesNotExist() from None
         if order_reason == "ConditionalCheckFailed":

@@ -37,7 +37,8 @@ class Settings:
     local_dir: Path | None = None  # secrets as files (local stack, tests); None means SSM
     ssm_prefix: str = ""
     secrets_max_age: int = DEFAULT_SECRETS_MAX_AGE
-    dynamodb_endpoint: str | None = None  # a local DynamoDB; None means AWS
+    endpoint_url: str | None = None  # every client's endpoint: the local stack's database; None means AWS
+    results_topic_arn: str | None = None  # where provisioning results are published (SNS); None: nowhere
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -90,7 +91,8 @@ def from_environment(env: Mapping[str, str], region: str | None = None) -> Setti
         local_dir=local_dir,
         ssm_prefix=ssm_prefix(env, stage),
         secrets_max_age=_int(env, "KEYTURN_SECRETS_MAX_AGE", DEFAULT_SECRETS_MAX_AGE),
-        dynamodb_endpoint=env.get("AWS_ENDPOINT_URL_DYNAMODB") or None,
+        endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+        results_topic_arn=env.get("KEYTURN_RESULTS_TOPIC_ARN") or None,
     )
 
 

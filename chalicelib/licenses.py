@@ -12,16 +12,21 @@ from chalicelib import errors, keys, keystore, runtime
 from chalicelib.models import LicenseKey, condition_failed
 
 
-def add(key: Any, *, added_by: str | None = None) -> LicenseKey:
-    """Store a valid key once: a second copy (even a racing one) is ``LicenseExists``."""
+def new_item(key: Any, *, added_by: str | None = None) -> LicenseKey:
+    """The stored form of a valid key (not stored yet), its summary decoded once, now."""
     if not isinstance(key, str):
         raise errors.InvalidSerial()
     summary = keys.decode(key, secret=keystore.license_key_secret())
-    item = LicenseKey(
+    return LicenseKey(
         keys.normalise(key), license_id=str(uuid.uuid4()), created_at=runtime.now_ms(),
         type_enum=summary.type_enum.value, units=summary.count,
         expiration_date=summary.expiration_ms, serial=summary.serial, added_by=added_by,
     )
+
+
+def add(key: Any, *, added_by: str | None = None) -> LicenseKey:
+    """Store a valid key once: a second copy (even a racing one) is ``LicenseExists``."""
+    item = new_item(key, added_by=added_by)
     try:
         item.save(condition=LicenseKey.license_key.does_not_exist())
     except PutError as exc:

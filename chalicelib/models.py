@@ -10,8 +10,10 @@ the epoch (UTC) unless named otherwise.
 
 from __future__ import annotations
 
+import random
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -23,6 +25,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.connection import Connection
 from pynamodb.connection.table import TableConnection
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -162,7 +165,27 @@ class Activation(Model):
     state = UnicodeAttribute(default="success")
 
 
-ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation)
+class Provisioning(Model):
+    """What became of one line of a shop's order: provisioned once, or rejected with a reason.
+
+    Key: ``<source>#<orderId>`` + ``lineItem`` (the idempotency key; a message that names
+    no order is kept under ``message#<messageId>`` + ``-``).  A ``provisioned`` line is
+    written only in the transaction that creates its order or license key, under the
+    condition that none exists yet (or only a rejection), so however often an event is
+    delivered it provisions once; ``result`` is the JSON every delivery reports.
+    """
+
+    class Meta(_Meta):
+        table_suffix = "provisioning"
+
+    order_key = UnicodeAttribute(hash_key=True)
+    line_item = UnicodeAttribute(range_key=True)
+    status = UnicodeAttribute()  # provisioned | rejected
+    result = UnicodeAttribute()  # the result JSON, exactly as reported and published
+    created_at = NumberAttribute()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation, Provisioning)
 
 _lock = threading.Lock()
 _shared: Connection | None = None
@@ -174,12 +197,12 @@ def bind(settings: "Settings") -> None:
     from chalicelib import aws
 
     with _lock:
-        shared = Connection(region=settings.region, host=settings.dynamodb_endpoint)
+        shared = Connection(region=settings.region, host=settings.endpoint_url)
         shared._local.session = aws.session()  # PynamoDB would make a session per thread
         for model in ALL_MODELS:
             model.Meta.table_name = f"{settings.table_prefix}{model.Meta.table_suffix}"  # type: ignore[attr-defined]
             model.Meta.region = settings.region
-            model.Meta.host = settings.dynamodb_endpoint
+            model.Meta.host = settings.endpoint_url
             model._connection = None
             table: TableConnection = model._get_connection()  # PynamoDB builds its schema (no request)
             shared.add_meta_table(table.connection.get_meta_table(table.table_name))
@@ -200,6 +223,28 @@ def connection() -> Connection:
 def condition_failed(exc: Exception) -> bool:
     """True when a PynamoDB write failed only because its condition did not hold."""
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+CONFLICT_ATTEMPTS = 10
+_T = TypeVar("_T")
+
+
+def reason_codes(exc: TransactWriteError) -> list[str | None]:
+    """Why each item of a cancelled transaction failed, in the order of its items (None: it did not)."""
+    return [reason.code if reason else None for reason in (exc.cancellation_reasons or [])]
+
+
+def retrying_conflicts(attempt: Callable[[], _T]) -> _T:
+    """Real DynamoDB cancels transactions that race on one item (``TransactionConflict``):
+    those are retried with jittered backoff; every other outcome is final."""
+    for tries in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return attempt()
+        except TransactWriteError as exc:
+            if "TransactionConflict" not in reason_codes(exc):
+                raise
+            time.sleep(random.uniform(0, 0.01 * 2 ** min(tries, 6)))
+    return attempt()
 
 
 def create_tables() -> None:

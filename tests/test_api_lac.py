@@ -355,8 +355,6 @@ def test_keys_dynamodb_leaves_unprocessed_are_asked_for_again() -> None:
 def test_seat_transactions_are_retried_when_dynamodb_reports_a_conflict() -> None:
     from pynamodb.exceptions import CancellationReason, TransactWriteError, VerboseClientError
 
-    from chalicelib import activations
-
     attempts = []
 
     def write() -> str:
@@ -368,7 +366,7 @@ def test_seat_transactions_are_retried_when_dynamodb_reports_a_conflict() -> Non
             raise TransactWriteError("cancelled", cause=cause)
         return "written"
 
-    assert activations._retrying_conflicts(write) == "written"
+    assert models.retrying_conflicts(write) == "written"
     assert len(attempts) == 3
 
 

@@ -35,7 +35,7 @@ def _date(text: str) -> date:
 
 
 def _needs_database(stage: str) -> None:
-    if stage == "local" and config.current().dynamodb_endpoint is None:
+    if stage == "local" and config.current().endpoint_url is None:
         raise SystemExit(f"the local stack of {stages.local_state_dir()} is not running; start it with `make run`")
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from tooling import localdb, procs, stages
 
 ADMIN_USER = "admin"
+RESULTS_TOPIC = "keyturn-local-provisioning-results"  # SNS, in the local moto server (not kept across restarts)
 START_TIMEOUT = 60.0
 
 
@@ -132,7 +133,7 @@ def run() -> int:
     try:
         if not _port_is_free(port):
             raise StartupError(f"port {port} on 127.0.0.1 is in use; stop what holds it, or set PORT")
-        from chalicelib import keystore, models, users
+        from chalicelib import aws, keystore, models, users
 
         keystore.ensure_local_secrets(state_dir)
         db = _spawn([sys.executable, "-m", "tooling.localdb", "--state-dir", str(state_dir)],
@@ -140,7 +141,10 @@ def run() -> int:
         _say("loading the local DynamoDB")  # as long as its journal takes: no time limit while it runs
         db_port = _ready_file(db_ready, db, "the local DynamoDB", timeout=None)["port"]
         endpoint = f"http://127.0.0.1:{db_port}"
-        env = stages.local_child_environment(stages.bind("local", dynamodb_endpoint=endpoint))
+        stages.bind("local", endpoint_url=endpoint)  # the local credentials, before any client is made
+        topic = aws.client("sns", stages.LOCAL_REGION, endpoint_url=endpoint).create_topic(Name=RESULTS_TOPIC)
+        env = stages.local_child_environment(stages.bind("local", endpoint_url=endpoint,
+                                                         results_topic_arn=topic["TopicArn"]))
 
         models.create_tables()
         password, source = _admin_password(state_dir)
@@ -154,7 +158,7 @@ def run() -> int:
                       "--host", "127.0.0.1", "--port", str(port), "--stage", "local"], env)
         (state_dir / stages.STACK_FILE).write_text(json.dumps({
             "pid": os.getpid(), "api_url": url, "api_pid": api.pid,
-            "dynamodb_endpoint": endpoint, "dynamodb_pid": db.pid,
+            "dynamodb_endpoint": endpoint, "dynamodb_pid": db.pid, "results_topic_arn": topic["TopicArn"],
         }))
         _ready_file(api_ready, api, f"chalice local on port {port}", timeout=START_TIMEOUT)
         _say(f"Keyturn is running on {url}  (DynamoDB on {endpoint}, data in {state_dir})")

@@ -72,27 +72,32 @@ def read_stack(state_dir: Path) -> dict[str, object] | None:
     return None  # nobody holds the lock: stack.json is left over from a killed stack
 
 
-def settings_for(stage: str, dynamodb_endpoint: str | None = None) -> config.Settings:
+def settings_for(stage: str, endpoint_url: str | None = None,
+                 results_topic_arn: str | None = None) -> config.Settings:
     """The settings of ``stage``.  ``local``: the local stack of the state folder (its
-    database endpoint from the running stack unless given; None when none runs), never AWS.
-    Other stages: AWS, in the region botocore resolves."""
+    endpoint and results topic from the running stack unless given; no endpoint when none
+    runs), never AWS.  Other stages: AWS, in the region botocore resolves."""
     env = environment_for(stage)
     if stage != "local":
-        if os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):  # e.g. a moto server standing in for AWS
-            env["AWS_ENDPOINT_URL_DYNAMODB"] = os.environ["AWS_ENDPOINT_URL_DYNAMODB"]
+        if os.environ.get("AWS_ENDPOINT_URL"):  # e.g. a moto server standing in for AWS
+            env["AWS_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"]
         return config.from_environment(env)
     state_dir = local_state_dir()
     env["KEYTURN_LOCAL_DIR"] = str(state_dir)
-    if dynamodb_endpoint is None:
-        stack = read_stack(state_dir)
-        dynamodb_endpoint = str(stack["dynamodb_endpoint"]) if stack else None
-    env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
-    return dataclasses.replace(config.from_environment(env, region=LOCAL_REGION), dynamodb_endpoint=dynamodb_endpoint)
+    stack = read_stack(state_dir)
+    if endpoint_url is None and stack:
+        endpoint_url = str(stack["dynamodb_endpoint"])
+    if results_topic_arn is None and stack and stack.get("results_topic_arn"):
+        results_topic_arn = str(stack["results_topic_arn"])
+    if results_topic_arn:
+        env["KEYTURN_RESULTS_TOPIC_ARN"] = results_topic_arn
+    env.pop("AWS_ENDPOINT_URL", None)
+    return dataclasses.replace(config.from_environment(env, region=LOCAL_REGION), endpoint_url=endpoint_url)
 
 
-def bind(stage: str, dynamodb_endpoint: str | None = None) -> config.Settings:
+def bind(stage: str, endpoint_url: str | None = None, results_topic_arn: str | None = None) -> config.Settings:
     """Bind this process to ``stage`` (see :func:`settings_for`)."""
-    settings = settings_for(stage, dynamodb_endpoint)
+    settings = settings_for(stage, endpoint_url, results_topic_arn)
     if stage == "local":  # the local database accepts any signature; never send real credentials to it
         aws.session().set_credentials(LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                                       LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
@@ -105,6 +110,8 @@ def local_child_environment(settings: config.Settings) -> dict[str, str]:
            if not name.startswith(("AWS_", "KEYTURN_TABLE", "KEYTURN_STAGE", "KEYTURN_SECRETS"))}
     env.update(LOCAL_CREDENTIALS)
     env.update({"AWS_DEFAULT_REGION": LOCAL_REGION, "KEYTURN_LOCAL_DIR": str(settings.local_dir)})
-    if settings.dynamodb_endpoint:
-        env["AWS_ENDPOINT_URL_DYNAMODB"] = settings.dynamodb_endpoint
+    if settings.endpoint_url:
+        env["AWS_ENDPOINT_URL"] = settings.endpoint_url
+    if settings.results_topic_arn:
+        env["KEYTURN_RESULTS_TOPIC_ARN"] = settings.results_topic_arn
     return env

@@ -1,0 +1,88 @@
+"""The Lambda functions that are not the API: provisioning from SQS and EventBridge, and operators.
+
+Registered on a blueprint (``app.py`` wires it), as plain Lambda functions:
+Chalice's ``on_sqs_message`` cannot turn on ``ReportBatchItemFailures``, so the queue,
+its mapping and the EventBridge rule are in the deployment template instead.
+
+- ``provision_queue`` (SQS): each message body is an order line (Keyturn's JSON), or a
+  whole EventBridge event delivered to the queue, whose ``detail`` is the line.  A
+  message that can never succeed is recorded with its reason and acknowledged; only
+  transient failures are listed in ``batchItemFailures`` (an empty list when none), so
+  SQS redelivers just those and, after the queue's receive count, moves them to the
+  dead-letter queue.
+- ``provision_events`` (EventBridge): the event's ``detail`` is the line.  A permanent
+  rejection answers ``{"ok": false, "error": ...}`` (recorded like the queue's); a
+  transient failure raises, so Lambda's asynchronous retries and its on-failure
+  destination apply.
+- ``operator``: ``{"action": ..., ...}`` events from the console (``chalicelib.operator``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalice.app import Blueprint
+
+from chalicelib import provisioning
+from chalicelib.logs import logger
+
+functions = Blueprint(__name__)
+
+
+def line_of(body: Any) -> Any:
+    """The order line of a message body: the line itself, or an EventBridge event's ``detail``."""
+    if isinstance(body, dict) and "detail" in body and "detail-type" in body:
+        return body["detail"]
+    return body
+
+
+def provision_message(message_id: str, body: str) -> dict[str, Any]:
+    """One SQS message: its result, or its recorded rejection; raises only when it may succeed later."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        return provisioning.reject(f"Invalid provisioning event: the message body is not JSON ({exc})",
+                                   message_id=message_id)
+    line = line_of(data)
+    try:
+        return provisioning.provision(line)
+    except provisioning.Rejected as exc:
+        return provisioning.reject(exc.message, message_id=message_id, data=line)
+
+
+def handle_queue(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    def record_handler(record: SQSRecord) -> dict[str, Any]:
+        logger.append_keys(message_id=record.message_id)
+        try:
+            return provision_message(record.message_id, record.body)
+        finally:
+            logger.remove_keys(["message_id"])
+
+    # An entire batch of transient failures is reported like a partial one, not raised.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return dict(process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                         context=context))
+
+
+def handle_event(event: Any, context: Any = None) -> dict[str, Any]:
+    event_id = str(event.get("id", "")) if isinstance(event, dict) else ""
+    line = line_of(event) if isinstance(event, dict) else None
+    try:
+        return {"ok": True, "results": [provisioning.provision(line)]}
+    except provisioning.Rejected as exc:
+        provisioning.reject(exc.message, message_id=f"event:{event_id or 'unnamed'}", data=line)
+        return {"ok": False, "error": {"code": exc.code.value, "message": exc.message}}
+
+
+@functions.lambda_function(name="provision_queue")
+def provision_queue(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return handle_queue(event, context)
+
+
+@functions.lambda_function(name="provision_events")
+def provision_events(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return handle_event(event, context)

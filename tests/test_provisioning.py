@@ -1,0 +1,173 @@
+"""Provisioning exactly once: SQS batches and EventBridge events through the real handlers (moto)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from typing import Any, Callable
+
+import pytest
+
+from chalicelib import config, licenses, models, provisioning
+from chalicelib.functions import handle_event, handle_queue
+from chalicelib.models import Order, Provisioning
+from tests.conftest import FakeClock
+
+# DESIGN.md's example, exactly as written there.
+DESIGN_EXAMPLE: dict[str, Any] = json.loads("""
+{"orderId": "shop-1001", "lineItem": "1", "kind": "license-order",
+ "customer": {"name": "Zoë Ltd"}, "product": {"name": "product 1", "version": "2", "template": "Default"},
+ "licenseType": "local", "bulkMax": 5,
+ "hostid": {"types": [{"nameRaw": "HOSTNAME", "min": 1, "max": 1}], "min": 1},
+ "features": [{"name": "f1", "version": "1.0"}],
+ "expirationDate": null, "maintenanceEndDate": null, "deactivationsAllowed": 1}
+""")
+KEY_LINE: dict[str, Any] = {"orderId": "shop-1001", "lineItem": "2", "kind": "license-key",
+                            "customer": {"name": "Zoë Ltd"}, "typeEnum": "OSI", "count": 10,
+                            "expirationDate": "2027-12-31"}
+_ids = itertools.count(1)
+
+
+def sqs_event(*bodies: Any) -> dict[str, Any]:
+    """An SQS event, each record with its own messageId (Chalice's generator repeats one)."""
+    records = []
+    for body in bodies:
+        records.append({"messageId": f"msg-{next(_ids)}", "receiptHandle": "rh", "eventSource": "aws:sqs",
+                        "body": body if isinstance(body, str) else json.dumps(body), "attributes": {},
+                        "messageAttributes": {}, "md5OfBody": "", "awsRegion": "us-east-1",
+                        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:keyturn-test-provisioning"})
+    return {"Records": records}
+
+
+def eventbridge_event(detail: Any, event_id: str = "evt-1") -> dict[str, Any]:
+    return {"version": "0", "id": event_id, "detail-type": "OrderPlaced", "source": "com.example.shop",
+            "account": "123456789012", "time": "2026-11-26T12:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": detail}
+
+
+def orders_for(order_id: str) -> list[Order]:
+    return [o for o in Order.scan(consistent_read=True) if o.external_order_id == f"keyturn#{order_id}"]
+
+
+def test_the_design_example_provisions_one_order_however_often_it_is_delivered(aws: None, clock: FakeClock) -> None:
+    first = provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))
+    clock.advance(3 * 24 * 3600)  # days apart
+    again = provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))
+    assert again == first
+    assert first == {"source": "keyturn", "orderId": "shop-1001", "lineItem": "1", "status": "provisioned",
+                     "kind": "license-order", "customer": {"name": "Zoë Ltd"}, "bulkMax": 5,
+                     "activationKey": first["activationKey"], "provisionedAt": "2026-11-26T12:00:00+00:00"}
+    (order,) = orders_for("shop-1001")
+    assert (order.activation_key, int(order.bulk_max), order.customer.as_dict()) == (
+        first["activationKey"], 5, {"name": "Zoë Ltd"})
+    assert provisioning.show("shop-1001", "1") == first
+
+
+def test_a_key_line_mints_one_stored_key(aws: None) -> None:
+    result = provisioning.provision(copy.deepcopy(KEY_LINE))
+    assert provisioning.provision(copy.deepcopy(KEY_LINE)) == result
+    (stored,) = licenses.all_keys()
+    assert (stored.license_key, stored.type_enum, int(stored.units)) == (result["licenseKey"], "OSI", 10)
+    assert result["licenseId"] == stored.license_id and stored.added_by == "provisioning:keyturn"
+
+
+def test_a_mixed_batch_provisions_the_good_lines_and_acknowledges_the_bad(aws: None) -> None:
+    bad_field = {**DESIGN_EXAMPLE, "lineItem": "3", "bulkMax": 0}
+    event = sqs_event(DESIGN_EXAMPLE, "{not json", bad_field, DESIGN_EXAMPLE, KEY_LINE, [1, 2])
+    assert handle_queue(event) == {"batchItemFailures": []}
+    assert len(orders_for("shop-1001")) == 1 and len(licenses.all_keys()) == 1
+    ids = [r["messageId"] for r in event["Records"]]
+    rejected = {r.order_key: json.loads(r.result) for r in Provisioning.scan() if r.status == "rejected"}
+    assert rejected[f"message#{ids[1]}"]["reason"].startswith(
+        "Invalid provisioning event: the message body is not JSON (Expecting property name")
+    assert rejected[f"message#{ids[2]}"] == {
+        "source": "keyturn", "status": "rejected", "messageId": ids[2], "orderId": "shop-1001", "lineItem": "3",
+        "reason": "Invalid provisioning event: license-order.bulkMax: Input should be greater than or equal to 1"}
+    assert provisioning.show("shop-1001", "3") == rejected[f"message#{ids[2]}"]
+    assert rejected[f"message#{ids[5]}"]["reason"] == (
+        "Invalid provisioning event: the order line must be a JSON object")
+    assert [line["lineItem"] for line in provisioning.show("shop-1001")] == ["1", "2", "3"]
+
+
+def test_a_rejected_redelivery_never_hides_a_provisioned_line(aws: None) -> None:
+    good = provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))
+    handle_queue(sqs_event({**DESIGN_EXAMPLE, "bulkMax": "five"}))
+    assert provisioning.show("shop-1001", "1") == good
+
+
+def test_a_corrected_event_provisions_a_line_that_was_rejected(aws: None) -> None:
+    handle_queue(sqs_event({**DESIGN_EXAMPLE, "bulkMax": 0}))
+    assert provisioning.show("shop-1001", "1")["status"] == "rejected"
+    fixed = provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))
+    assert provisioning.show("shop-1001", "1") == fixed and fixed["status"] == "provisioned"
+
+
+def test_every_field_problem_is_named_at_once(aws: None) -> None:
+    line = {**DESIGN_EXAMPLE, "bulkMax": -1, "licenseType": "floating", "orderId": "", "extra": 1}
+    with pytest.raises(provisioning.Rejected) as caught:
+        provisioning.provision(line)
+    assert caught.value.message == (
+        "Invalid provisioning event: license-order.orderId: String should have at least 1 character; "
+        "license-order.licenseType: Input should be 'local' or 'network'; "
+        "license-order.bulkMax: Input should be greater than or equal to 1; "
+        "license-order.extra: Extra inputs are not permitted")
+    with pytest.raises(provisioning.Rejected) as caught:
+        provisioning.provision({**DESIGN_EXAMPLE, "kind": None})
+    assert caught.value.message == ("Invalid provisioning event: kind: Input tag 'None' found using 'kind' does not "
+                                    "match any of the expected tags: 'license-order', 'license-key'")
+    line = {k: v for k, v in DESIGN_EXAMPLE.items() if k != "kind"}
+    with pytest.raises(provisioning.Rejected) as caught:
+        provisioning.provision(line)
+    assert caught.value.message == "Invalid provisioning event: kind: Unable to extract tag using discriminator 'kind'"
+
+
+def test_a_whole_eventbridge_event_on_the_queue_is_read_by_its_detail(aws: None) -> None:
+    assert handle_queue(sqs_event(eventbridge_event(DESIGN_EXAMPLE))) == {"batchItemFailures": []}
+    assert len(orders_for("shop-1001")) == 1
+
+
+def test_an_unavailable_table_is_a_transient_failure_retried_until_it_succeeds(aws: None) -> None:
+    Provisioning.delete_table()  # the table is briefly unavailable
+    event = sqs_event(DESIGN_EXAMPLE, {**DESIGN_EXAMPLE, "lineItem": "9"})
+    assert handle_queue(event) == {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}
+    assert orders_for("shop-1001") == []  # nothing half-applied: no order without its record
+    models.create_tables()
+    assert handle_queue(event) == {"batchItemFailures": []}  # SQS redelivers the same messages
+    assert sorted(int(o.bulk_max) for o in orders_for("shop-1001")) == [5, 5]
+
+
+def test_eventbridge_redelivery_reports_the_same_result(aws: None) -> None:
+    first = handle_event(eventbridge_event(DESIGN_EXAMPLE, "evt-1"))
+    second = handle_event(eventbridge_event(DESIGN_EXAMPLE, "evt-1"))
+    assert first == second == {"ok": True, "results": [provisioning.show("shop-1001", "1")]}
+    assert len(orders_for("shop-1001")) == 1
+
+
+def test_eventbridge_rejection_is_recorded_and_answered(aws: None) -> None:
+    answer = handle_event(eventbridge_event({**DESIGN_EXAMPLE, "features": []}, "evt-9"))
+    message = "Invalid provisioning event: license-order.features: List should have at least 1 item after validation, not 0"
+    assert answer == {"ok": False, "error": {"code": "invalid_order", "message": message}}
+    assert json.loads(Provisioning.get("message#event:evt-9", "-").result)["reason"] == message
+
+
+def test_eventbridge_transient_failure_raises_for_lambda_to_retry(aws: None) -> None:
+    Order.delete_table()
+    with pytest.raises(Exception):  # noqa: B017 - any AWS error: Lambda retries the event
+        handle_event(eventbridge_event(DESIGN_EXAMPLE))
+    assert provisioning.show("shop-1001", "1") is None
+
+
+def test_results_are_published_to_the_stage_topic(aws: None, rebind: Callable[..., config.Settings]) -> None:
+    import boto3
+
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="results")["TopicArn"]
+    queue = sqs.create_queue(QueueName="shop-mailer")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    rebind(results_topic_arn=topic)
+    result = provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))
+    provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))  # published again: at least once
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"]) for m in messages] == [result, result]
