@@ -13,4 +13,13 @@ common.register_translator(vrli.PREFIX, vrli.error_response)
 common.register_translator(lac.PREFIX, lac.error_response)
 app.register_blueprint(vrli.vrli, url_prefix=vrli.PREFIX)
 app.register_blueprint(lac.lac, url_prefix=lac.PREFIX)
-app.register_blueprint(functions.functions)  # provision_queue, provision_events, operator
+
+
+@app.lambda_function(name="provision_queue")
+def provision_queue(event: dict, context: object) -> dict:
+    return functions.handle_queue(event, context)
+
+
+@app.lambda_function(name="provision_events")
+def provision_events(event: dict, context: object) -> dict:
+    return functions.handle_event(event, context)

@@ -1,8 +1,10 @@
 """The Lambda functions that are not the API: provisioning from SQS and EventBridge, and operators.
 
-Registered on a blueprint (``app.py`` wires it), as plain Lambda functions:
-Chalice's ``on_sqs_message`` cannot turn on ``ReportBatchItemFailures``, so the queue,
-its mapping and the EventBridge rule are in the deployment template instead.
+``app.py`` declares them as plain ``@app.lambda_function``s (so Lambda imports ``app``
+and the app's middleware binds the stage; a blueprint's function would be imported
+from this module alone, without it): Chalice's ``on_sqs_message`` cannot turn on
+``ReportBatchItemFailures``, so the queue, its mapping and the EventBridge rule are in
+the deployment template instead.
 
 - ``provision_queue`` (SQS): each message body is an order line (Keyturn's JSON), or a
   whole EventBridge event delivered to the queue, whose ``detail`` is the line.  A
@@ -22,12 +24,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chalice.app import Blueprint
-
 from chalicelib import provisioning
 from chalicelib.logs import logger
-
-functions = Blueprint(__name__)
 
 
 def line_of(body: Any) -> Any:
@@ -77,12 +75,3 @@ def handle_event(event: Any, context: Any = None) -> dict[str, Any]:
         provisioning.reject(exc.message, message_id=f"event:{event_id or 'unnamed'}", data=line)
         return {"ok": False, "error": {"code": exc.code.value, "message": exc.message}}
 
-
-@functions.lambda_function(name="provision_queue")
-def provision_queue(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return handle_queue(event, context)
-
-
-@functions.lambda_function(name="provision_events")
-def provision_events(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return handle_event(event, context)

@@ -12,6 +12,7 @@ against the API function's policy in ``tooling/iam.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -174,6 +175,8 @@ def iam_pairs(service: str, operation: str, api_params: dict[str, Any]) -> set[t
             if "IndexName" in api_params:
                 resource += f"/index/{api_params['IndexName']}"
             return {(f"dynamodb:{operation}", resource)}
+    if service == "sns" and operation == "Publish":
+        return {("sns:Publish", api_params.get("TopicArn", "*"))}
     if service == "ssm" and operation == "GetParameter":
         return {("ssm:GetParameter", _parameter(api_params["Name"]))}
     if service == "ssm" and operation == "GetParameters":
@@ -197,11 +200,8 @@ class IamRecording:
         the API parameters are its JSON body.
         """
         service = model.service_model.service_name
-        api_params: dict[str, Any] = {}
-        if service in ("dynamodb", "ssm") and params.get("body"):
-            api_params = json.loads(params["body"])
         with self._lock:
-            self.calls |= iam_pairs(service, model.name, api_params)
+            self.calls |= iam_pairs(service, model.name, api_parameters(service, params))
 
     def complete(self) -> bool:
         """True when every API test module was collected whole and every test in it ran."""
@@ -211,6 +211,41 @@ class IamRecording:
 
 
 IAM_RECORDING = IamRecording()
+
+
+def api_parameters(service: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The API parameters of botocore's request dict: the JSON body (DynamoDB, SSM) or the query form (SNS)."""
+    body = params.get("body")
+    if service in ("dynamodb", "ssm") and body:
+        parsed: dict[str, Any] = json.loads(body)
+        return parsed
+    if isinstance(body, dict):
+        return body
+    if isinstance(body, (str, bytes)) and body:
+        from urllib.parse import parse_qsl
+
+        text = body.decode() if isinstance(body, bytes) else body
+        return dict(parse_qsl(text))
+    return {}
+
+
+FUNCTION_CALLS: dict[str, set[tuple[str, str]]] = {}  # by function (tooling.iam.FUNCTIONS' names)
+
+
+@contextlib.contextmanager
+def as_function(name: str) -> Iterator[None]:
+    """Record the AWS calls made inside the block as those of Lambda function ``name``."""
+    calls = FUNCTION_CALLS.setdefault(name, set())
+
+    def observe(model: Any, params: dict[str, Any], **_: Any) -> None:
+        service = model.service_model.service_name
+        calls.update(iam_pairs(service, model.name, api_parameters(service, params)))
+
+    aws_clients.observe(observe)
+    try:
+        yield
+    finally:
+        aws_clients.unobserve(observe)
 
 
 class RecordingHTTPClient(TestHTTPClient):
@@ -250,5 +285,6 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _RECORD_IAM_CALLS_TO:
-        recording = {"complete": IAM_RECORDING.complete(), "calls": sorted(IAM_RECORDING.calls)}
+        recording = {"complete": IAM_RECORDING.complete(), "calls": sorted(IAM_RECORDING.calls),
+                     "functions": {name: sorted(calls) for name, calls in FUNCTION_CALLS.items()}}
         Path(_RECORD_IAM_CALLS_TO).write_text(json.dumps(recording, indent=1) + "\n")

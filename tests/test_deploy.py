@@ -59,11 +59,14 @@ def test_the_api_has_one_stage_throttling_and_gateway_answers_in_both_error_form
     assert api["GatewayResponses"]["THROTTLED"]["StatusCode"] == "429"
 
 
-def test_alarms_watch_errors_throttles_5xx_and_dynamodb_throttling_on_one_topic() -> None:
+def test_alarms_watch_errors_throttles_5xx_dynamodb_throttling_and_dead_letters_on_one_topic() -> None:
     resources = template.template("dev")["Resources"]
     alarms = {name: r["Properties"] for name, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"}
     assert {(a.get("Namespace"), a.get("MetricName")) for a in alarms.values()} == {
-        ("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("AWS/ApiGateway", "5XXError"), (None, None)}
+        ("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("AWS/ApiGateway", "5XXError"), (None, None),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible")}
+    watched = {a["Dimensions"][0]["Value"] for a in alarms.values() if a.get("Namespace") == "AWS/Lambda"}
+    assert watched == {"keyturn-dev-api", "keyturn-dev-provision-queue", "keyturn-dev-provision-events"}
     throttled = alarms["DynamoDBThrottledAlarm"]["Metrics"]
     assert len(throttled) == 2 * len(ALL_MODELS) + 1 and throttled[-1]["Expression"] == "SUM(METRICS())"
     assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
@@ -89,3 +92,18 @@ def test_kms_decrypt_is_granted_only_for_a_customer_key_the_stage_names() -> Non
                                              "Resource": [key]}
     assert statements(None)["OwnLogGroup"]["Resource"] == [
         {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/keyturn-dev-api:*"}]
+
+
+def test_the_queue_redelivers_only_transient_failures_then_parks_them_in_a_dead_letter_queue() -> None:
+    resources = template.template("dev")["Resources"]
+    queue = resources["ProvisioningQueue"]["Properties"]
+    function = resources["ProvisionQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] == 6 * function["Timeout"]
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["ProvisioningDeadLetterQueue", "Arn"]},
+                                      "maxReceiveCount": 5}
+    assert function["Events"]["Orders"]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    events = resources["ProvisionEvents"]["Properties"]
+    assert events["Events"]["OrderPlaced"]["Properties"]["Pattern"] == {"detail-type": ["OrderPlaced"]}
+    assert events["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
+    assert function["Environment"] == events["Environment"] == {
+        "Variables": {"KEYTURN_RESULTS_TOPIC_ARN": {"Ref": "ResultsTopic"}}}

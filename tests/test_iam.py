@@ -97,3 +97,43 @@ def test_every_grant_is_used_by_some_call(recorded: set[Pair]) -> None:
     unused = sorted(grant for grant in grants(api_policy()) if grant[0] not in iam.API.runtime_only
                     and not any(covers(grant, call) for call in recorded))
     assert not unused, "grants in tooling/iam.py no call uses:\n" + "\n".join(f"  {a} on {r}" for a, r in unused)
+
+
+# --- the provisioning functions: recorded by tests/test_provisioning.py (as_function) ---------
+
+FUNCTION_TESTS = ["tests/test_provisioning.py"]
+
+
+@pytest.fixture(scope="module")
+def function_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[Pair]]:
+    """Each function's recorded calls, from its handler tests run whole in a subprocess."""
+    out = tmp_path_factory.mktemp("iam-functions") / "calls.json"
+    env = {name: value for name, value in os.environ.items() if name != "PYTEST_ADDOPTS"}
+    env[RECORD_IAM_CALLS_VARIABLE] = str(out)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *FUNCTION_TESTS],
+                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 or not out.exists():
+        pytest.fail(f"the handler tests did not all pass (exit {done.returncode}):\n{done.stdout[-4000:]}")
+    recorded = json.loads(out.read_text())["functions"]
+    return {name: {(action, resource) for action, resource in calls} for name, calls in recorded.items()}
+
+
+def function_policy(name: str) -> dict[str, Any]:
+    document = iam.policy_document(iam.FUNCTIONS[name], table_prefix="keyturn-test-", ssm_prefix="/keyturn/test/",
+                                   function_name=f"keyturn-test-{name}", name_prefix="keyturn-test-")
+    resolved: dict[str, Any] = iam.resolve(document, region=RECORDED_REGION, account=RECORDED_ACCOUNT)
+    return resolved
+
+
+@pytest.mark.parametrize("name", ["provision-queue", "provision-events"])
+def test_each_provisioning_function_is_allowed_exactly_what_its_code_calls(
+        name: str, function_calls: dict[str, set[Pair]]) -> None:
+    recorded = function_calls.get(name, set())
+    assert {"dynamodb:PutItem", "ssm:GetParameter", "sns:Publish"} <= {a for a, _ in recorded}, sorted(recorded)
+    allowed = grants(function_policy(name))
+    missing = sorted(call for call in recorded if not any(covers(grant, call) for grant in allowed))
+    assert not missing, f"calls {name} makes that tooling/iam.py does not allow:\n" + "\n".join(
+        f"  {a} on {r}" for a, r in missing)
+    unused = sorted(grant for grant in allowed if grant[0] not in iam.FUNCTIONS[name].runtime_only
+                    and not any(covers(grant, call) for call in recorded))
+    assert not unused, f"grants of {name} no call uses:\n" + "\n".join(f"  {a} on {r}" for a, r in unused)

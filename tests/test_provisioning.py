@@ -10,9 +10,10 @@ from typing import Any, Callable
 import pytest
 
 from chalicelib import config, licenses, models, provisioning
+from chalicelib import keystore
 from chalicelib.functions import handle_event, handle_queue
 from chalicelib.models import Order, Provisioning
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, as_function
 
 # DESIGN.md's example, exactly as written there.
 DESIGN_EXAMPLE: dict[str, Any] = json.loads("""
@@ -27,6 +28,18 @@ KEY_LINE: dict[str, Any] = {"orderId": "shop-1001", "lineItem": "2", "kind": "li
                             "customer": {"name": "Zoë Ltd"}, "typeEnum": "OSI", "count": 10,
                             "expirationDate": "2027-12-31"}
 _ids = itertools.count(1)
+
+
+def queue(event: dict[str, Any]) -> dict[str, Any]:
+    """The provision_queue function's handling, its AWS calls recorded for tests/test_iam.py."""
+    with as_function("provision-queue"):
+        return handle_queue(event)
+
+
+def events(event: dict[str, Any]) -> dict[str, Any]:
+    """The provision_events function's handling, its AWS calls recorded for tests/test_iam.py."""
+    with as_function("provision-events"):
+        return handle_event(event)
 
 
 def sqs_event(*bodies: Any) -> dict[str, Any]:
@@ -75,7 +88,7 @@ def test_a_key_line_mints_one_stored_key(aws: None) -> None:
 def test_a_mixed_batch_provisions_the_good_lines_and_acknowledges_the_bad(aws: None) -> None:
     bad_field = {**DESIGN_EXAMPLE, "lineItem": "3", "bulkMax": 0}
     event = sqs_event(DESIGN_EXAMPLE, "{not json", bad_field, DESIGN_EXAMPLE, KEY_LINE, [1, 2])
-    assert handle_queue(event) == {"batchItemFailures": []}
+    assert queue(event) == {"batchItemFailures": []}
     assert len(orders_for("shop-1001")) == 1 and len(licenses.all_keys()) == 1
     ids = [r["messageId"] for r in event["Records"]]
     rejected = {r.order_key: json.loads(r.result) for r in Provisioning.scan() if r.status == "rejected"}
@@ -92,12 +105,12 @@ def test_a_mixed_batch_provisions_the_good_lines_and_acknowledges_the_bad(aws: N
 
 def test_a_rejected_redelivery_never_hides_a_provisioned_line(aws: None) -> None:
     good = provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))
-    handle_queue(sqs_event({**DESIGN_EXAMPLE, "bulkMax": "five"}))
+    queue(sqs_event({**DESIGN_EXAMPLE, "bulkMax": "five"}))
     assert provisioning.show("shop-1001", "1") == good
 
 
 def test_a_corrected_event_provisions_a_line_that_was_rejected(aws: None) -> None:
-    handle_queue(sqs_event({**DESIGN_EXAMPLE, "bulkMax": 0}))
+    queue(sqs_event({**DESIGN_EXAMPLE, "bulkMax": 0}))
     assert provisioning.show("shop-1001", "1")["status"] == "rejected"
     fixed = provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))
     assert provisioning.show("shop-1001", "1") == fixed and fixed["status"] == "provisioned"
@@ -123,29 +136,29 @@ def test_every_field_problem_is_named_at_once(aws: None) -> None:
 
 
 def test_a_whole_eventbridge_event_on_the_queue_is_read_by_its_detail(aws: None) -> None:
-    assert handle_queue(sqs_event(eventbridge_event(DESIGN_EXAMPLE))) == {"batchItemFailures": []}
+    assert queue(sqs_event(eventbridge_event(DESIGN_EXAMPLE))) == {"batchItemFailures": []}
     assert len(orders_for("shop-1001")) == 1
 
 
 def test_an_unavailable_table_is_a_transient_failure_retried_until_it_succeeds(aws: None) -> None:
     Provisioning.delete_table()  # the table is briefly unavailable
     event = sqs_event(DESIGN_EXAMPLE, {**DESIGN_EXAMPLE, "lineItem": "9"})
-    assert handle_queue(event) == {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}
+    assert queue(event) == {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}
     assert orders_for("shop-1001") == []  # nothing half-applied: no order without its record
     models.create_tables()
-    assert handle_queue(event) == {"batchItemFailures": []}  # SQS redelivers the same messages
+    assert queue(event) == {"batchItemFailures": []}  # SQS redelivers the same messages
     assert sorted(int(o.bulk_max) for o in orders_for("shop-1001")) == [5, 5]
 
 
 def test_eventbridge_redelivery_reports_the_same_result(aws: None) -> None:
-    first = handle_event(eventbridge_event(DESIGN_EXAMPLE, "evt-1"))
-    second = handle_event(eventbridge_event(DESIGN_EXAMPLE, "evt-1"))
+    first = events(eventbridge_event(DESIGN_EXAMPLE, "evt-1"))
+    second = events(eventbridge_event(DESIGN_EXAMPLE, "evt-1"))
     assert first == second == {"ok": True, "results": [provisioning.show("shop-1001", "1")]}
     assert len(orders_for("shop-1001")) == 1
 
 
 def test_eventbridge_rejection_is_recorded_and_answered(aws: None) -> None:
-    answer = handle_event(eventbridge_event({**DESIGN_EXAMPLE, "features": []}, "evt-9"))
+    answer = events(eventbridge_event({**DESIGN_EXAMPLE, "features": []}, "evt-9"))
     message = "Invalid provisioning event: license-order.features: List should have at least 1 item after validation, not 0"
     assert answer == {"ok": False, "error": {"code": "invalid_order", "message": message}}
     assert json.loads(Provisioning.get("message#event:evt-9", "-").result)["reason"] == message
@@ -154,20 +167,28 @@ def test_eventbridge_rejection_is_recorded_and_answered(aws: None) -> None:
 def test_eventbridge_transient_failure_raises_for_lambda_to_retry(aws: None) -> None:
     Order.delete_table()
     with pytest.raises(Exception):  # noqa: B017 - any AWS error: Lambda retries the event
-        handle_event(eventbridge_event(DESIGN_EXAMPLE))
+        events(eventbridge_event(DESIGN_EXAMPLE))
     assert provisioning.show("shop-1001", "1") is None
 
 
 def test_results_are_published_to_the_stage_topic(aws: None, rebind: Callable[..., config.Settings]) -> None:
+    """With the deployed stages' secrets (SSM) and topic: what each function's policy must allow."""
     import boto3
 
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
-    topic = sns.create_topic(Name="results")["TopicArn"]
-    queue = sqs.create_queue(QueueName="shop-mailer")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic = sns.create_topic(Name="keyturn-test-provisioning-results")["TopicArn"]
+    mailer = sqs.create_queue(QueueName="shop-mailer")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=mailer, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
-    rebind(results_topic_arn=topic)
-    result = provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))
-    provisioning.provision(copy.deepcopy(DESIGN_EXAMPLE))  # published again: at least once
-    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
-    assert [json.loads(m["Body"]) for m in messages] == [result, result]
+    rebind(results_topic_arn=topic, local_dir=None, ssm_prefix="/keyturn/test/")
+    keystore.init_ssm_secrets("/keyturn/test/")
+    keystore.clear_cache()  # the functions read the secret themselves
+    queued = sqs_event(DESIGN_EXAMPLE, KEY_LINE, {**KEY_LINE, "lineItem": "3", "count": -1})
+    assert queue(queued) == queue(queued) == {"batchItemFailures": []}  # published again: at least once
+    keystore.clear_cache()  # a separate function: a process of its own, reading the secret itself
+    evented = events(eventbridge_event({**KEY_LINE, "lineItem": "4"}))
+    assert events(eventbridge_event({**KEY_LINE, "lineItem": "5", "typeEnum": "ANY"}))["ok"] is False
+    published = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=mailer, MaxNumberOfMessages=10)["Messages"]]
+    lines = [provisioning.show("shop-1001", line) for line in ("1", "2", "3")]
+    assert published[:6] == lines + lines
+    assert published[6:] == [evented["results"][0], provisioning.show("shop-1001", "5")]

@@ -18,14 +18,28 @@ from typing import Any
 PARTITION, REGION, ACCOUNT = "${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}"
 
 
+LOGS = ("logs:CreateLogStream", "logs:PutLogEvents")
+
+
 @dataclass(frozen=True)
 class FunctionGrants:
-    """A function's grants: DynamoDB actions per table (by suffix), per index, SSM parameters."""
+    """A function's grants: DynamoDB actions per table (by suffix), per index, SSM parameters, SNS topics.
+
+    ``queues``: what Lambda itself does with the function's role, not the code: poll a
+    queue (an event source) or send failed events to one (an on-failure destination);
+    keyed by the queue's name suffix (``keyturn-<stage>-<suffix>``).
+    """
 
     tables: dict[str, tuple[str, ...]]
     indexes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "table-suffix/index-name"
     ssm_parameters: tuple[str, ...] = ()  # names below the stage's SSM prefix, read with GetParameter
-    runtime_only: tuple[str, ...] = ("logs:CreateLogStream", "logs:PutLogEvents")  # Lambda's, not our code's
+    topics: tuple[str, ...] = ()  # SNS topic name suffixes the code publishes to
+    queues: dict[str, tuple[str, ...]] = field(default_factory=dict)  # Lambda's own use of the role, by queue
+
+    @property
+    def runtime_only(self) -> tuple[str, ...]:
+        """The actions only Lambda makes with this role (the IAM test does not expect code to use them)."""
+        return LOGS + tuple(action for actions in self.queues.values() for action in actions)
 
 
 API = FunctionGrants(
@@ -40,13 +54,28 @@ API = FunctionGrants(
     ssm_parameters=("license-key-secret", "signing-keys"),
 )
 
-FUNCTIONS: dict[str, FunctionGrants] = {"api": API}
+PROVISIONING_TABLES = {
+    "provisioning": ("GetItem", "PutItem"),  # the line's record: read, then written once (or a rejection)
+    "orders": ("PutItem",),  # a new order, in the line's transaction
+    "license-keys": ("PutItem",),  # a new key, in the line's transaction
+}
+PROVISION_QUEUE = FunctionGrants(
+    tables=PROVISIONING_TABLES, ssm_parameters=("license-key-secret",), topics=("provisioning-results",),
+    queues={"provisioning": ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")},
+)
+PROVISION_EVENTS = FunctionGrants(
+    tables=PROVISIONING_TABLES, ssm_parameters=("license-key-secret",), topics=("provisioning-results",),
+    queues={"provisioning-dlq": ("sqs:SendMessage",)},  # the on-failure destination
+)
+
+FUNCTIONS: dict[str, FunctionGrants] = {"api": API, "provision-queue": PROVISION_QUEUE,
+                                        "provision-events": PROVISION_EVENTS}
 
 
 def services(grants: FunctionGrants) -> set[str]:
     """The AWS services the function's own code calls (the package keeps only their botocore models)."""
     called = {"dynamodb"} if grants.tables or grants.indexes else set()
-    return called | ({"ssm"} if grants.ssm_parameters else set())
+    return called | ({"ssm"} if grants.ssm_parameters else set()) | ({"sns"} if grants.topics else set())
 
 
 def table_arn(table_name: str, region: str = REGION, account: str = ACCOUNT, partition: str = PARTITION) -> str:
@@ -57,15 +86,24 @@ def parameter_arn(name: str, region: str = REGION, account: str = ACCOUNT, parti
     return f"arn:{partition}:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
 
 
+def topic_arn(name: str, region: str = REGION, account: str = ACCOUNT, partition: str = PARTITION) -> str:
+    return f"arn:{partition}:sns:{region}:{account}:{name}"
+
+
+def queue_arn(name: str, region: str = REGION, account: str = ACCOUNT, partition: str = PARTITION) -> str:
+    return f"arn:{partition}:sqs:{region}:{account}:{name}"
+
+
 def log_group_arn(function_name: str, region: str = REGION, account: str = ACCOUNT,
                   partition: str = PARTITION) -> str:
     return f"arn:{partition}:logs:{region}:{account}:log-group:/aws/lambda/{function_name}:*"
 
 
 def policy_document(grants: FunctionGrants, *, table_prefix: str, ssm_prefix: str, function_name: str,
-                    kms_key_arn: str | None = None) -> dict[str, Any]:
+                    kms_key_arn: str | None = None, name_prefix: str = "") -> dict[str, Any]:
     """The function's policy for a template: each ARN is an ``Fn::Sub`` of the stack's partition, region, account.
 
+    ``name_prefix``: the stage's prefix of topic and queue names (``keyturn-<stage>-``).
     ``kms_key_arn``: the customer key that encrypts the stage's SecureStrings, if any.  With
     the AWS-managed ``aws/ssm`` key no ``kms:Decrypt`` grant is needed (its key policy
     lets SSM decrypt for the account), so none is given.
@@ -83,7 +121,11 @@ def policy_document(grants: FunctionGrants, *, table_prefix: str, ssm_prefix: st
                                  [parameter_arn(ssm_prefix + name) for name in grants.ssm_parameters]))
         if kms_key_arn:
             statements.append(_allow("SecretsKey", ["kms:Decrypt"], [kms_key_arn]))
-    statements.append(_allow("OwnLogGroup", list(grants.runtime_only), [log_group_arn(function_name)]))
+    if grants.topics:
+        statements.append(_allow("Publish", ["sns:Publish"], [topic_arn(name_prefix + t) for t in grants.topics]))
+    for suffix, actions in grants.queues.items():
+        statements.append(_allow(f"Queue{_camel(suffix)}", list(actions), [queue_arn(name_prefix + suffix)]))
+    statements.append(_allow("OwnLogGroup", list(LOGS), [log_group_arn(function_name)]))
     return {"Version": "2012-10-17", "Statement": statements}
 
 

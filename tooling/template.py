@@ -8,12 +8,17 @@ key by key and replaces everything else), so a stage deploys as one stack:
   TTL on sessions; ``RetainExceptOnCreate`` (a failed first deploy can be retried, a
   deleted stack never deletes licenses), ``Retain`` on replacement, deletion protection
   where the stage asks for it;
-- the API function's fixed name, memory, timeout, role policy (``tooling.iam``) and its
+- each function's fixed name, memory, timeout, its own role (``tooling.iam``) and its
   log group with the stage's retention (Chalice 1.34's ``log_retention_in_days`` names a
   resource that does not exist);
 - the REST API's name, ``OpenApiVersion`` (else SAM adds a second public stage named
   ``Stage``), stage throttling, and Gateway Responses in the APIs' error formats;
-- alarms (Lambda errors and throttles, API 5XX, DynamoDB throttled requests) on a topic.
+- the provisioning queue (partial batch responses, a dead-letter queue after five
+  receives, a visibility timeout six times the function's), the EventBridge rule
+  (``detail-type`` ``OrderPlaced`` from any source unless the stage says otherwise) with
+  an on-failure destination, and the results topic;
+- alarms (Lambda errors and throttles per function, API 5XX, DynamoDB throttled
+  requests, dead letters waiting) on a topic.
 
 Nothing here depends on the region or the account: ARNs use ``${AWS::Region}`` and
 ``${AWS::AccountId}``.  Run as ``python -m tooling.template --stage STAGE`` (prints it).
@@ -50,10 +55,7 @@ class Deployment:
     throttle_burst: int
     deletion_protection: bool
     ssm_kms_key_arn: str | None
-
-    @property
-    def api_function_name(self) -> str:
-        return f"keyturn-{self.stage}-api"
+    provisioning_event_pattern: dict[str, Any]
 
 
 def deployment(stage: str) -> Deployment:
@@ -70,6 +72,7 @@ def deployment(stage: str) -> Deployment:
         log_retention_days=int(extra["log_retention_days"]), throttle_rate=float(extra["throttle_rate_per_second"]),
         throttle_burst=int(extra["throttle_burst"]), deletion_protection=bool(extra["deletion_protection"]),
         ssm_kms_key_arn=extra.get("ssm_kms_key_arn") or None,
+        provisioning_event_pattern=extra.get("provisioning_event_pattern") or {"detail-type": ["OrderPlaced"]},
     )
 
 
@@ -79,14 +82,15 @@ def table_resource(model: Any, d: Deployment) -> dict[str, Any]:
         "TableName": d.table_prefix + model.Meta.table_suffix,
         "BillingMode": "PAY_PER_REQUEST",
         "AttributeDefinitions": schema["attribute_definitions"],
-        "KeySchema": schema["key_schema"],
+        "KeySchema": _hash_first(schema["key_schema"]),
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
         "SSESpecification": {"SSEEnabled": True},
         "DeletionProtectionEnabled": d.deletion_protection,
     }
     if schema["global_secondary_indexes"]:
         properties["GlobalSecondaryIndexes"] = [
-            {"IndexName": index["index_name"], "KeySchema": index["key_schema"], "Projection": index["projection"]}
+            {"IndexName": index["index_name"], "KeySchema": _hash_first(index["key_schema"]),
+             "Projection": index["projection"]}
             for index in schema["global_secondary_indexes"]
         ]
     ttl = TTL_ATTRIBUTES.get(model.__name__)
@@ -94,6 +98,11 @@ def table_resource(model: Any, d: Deployment) -> dict[str, Any]:
         properties["TimeToLiveSpecification"] = {"AttributeName": ttl, "Enabled": True}
     return {"Type": "AWS::DynamoDB::Table", "DeletionPolicy": "RetainExceptOnCreate",
             "UpdateReplacePolicy": "Retain", "Properties": properties}
+
+
+def _hash_first(key_schema: list[dict[str, str]]) -> list[dict[str, str]]:
+    """CloudFormation wants the HASH key first; PynamoDB lists keys in no fixed order."""
+    return sorted(key_schema, key=lambda key: key["KeyType"] != "HASH")
 
 
 def _gateway_response(status: int, message: str) -> dict[str, Any]:
@@ -144,27 +153,107 @@ def _throttled_requests_alarm(d: Deployment, tables: dict[str, Any]) -> dict[str
     }}
 
 
+@dataclass(frozen=True)
+class Function:
+    """One Lambda function of the package: Chalice's logical id, its name suffix, its grants."""
+
+    logical: str
+    suffix: str  # keyturn-<stage>-<suffix>
+    grants: iam.FunctionGrants
+    role: str
+    log_group: str
+    alarm_prefix: str
+
+
+FUNCTIONS = (
+    Function(API_FUNCTION, "api", iam.API, API_ROLE, "ApiHandlerLogGroup", "Api"),
+    Function("ProvisionQueue", "provision-queue", iam.PROVISION_QUEUE, "ProvisionQueueRole",
+             "ProvisionQueueLogGroup", "ProvisionQueue"),
+    Function("ProvisionEvents", "provision-events", iam.PROVISION_EVENTS, "ProvisionEventsRole",
+             "ProvisionEventsLogGroup", "ProvisionEvents"),
+)
+RESULTS_TOPIC, QUEUE, DEAD_LETTER_QUEUE = "ResultsTopic", "ProvisioningQueue", "ProvisioningDeadLetterQueue"
+MAX_RECEIVES = 5  # deliveries of a message before it moves to the dead-letter queue
+RETENTION_S = 14 * 24 * 3600  # SQS's longest
+
+
+def _function_resources(function: Function, d: Deployment) -> dict[str, Any]:
+    name = f"keyturn-{d.stage}-{function.suffix}"
+    policy = iam.policy_document(function.grants, table_prefix=d.table_prefix, ssm_prefix=d.ssm_prefix,
+                                 function_name=name, kms_key_arn=d.ssm_kms_key_arn, name_prefix=f"keyturn-{d.stage}-")
+    properties: dict[str, Any] = {
+        "FunctionName": name,  # fixed, so the role can name its log group without a cycle
+        "MemorySize": d.memory_mb, "Timeout": d.timeout_s,
+        "Role": {"Fn::GetAtt": [function.role, "Arn"]},  # the stages set manage_iam_role false: the role is ours
+    }
+    if function.grants.topics:
+        properties["Environment"] = {"Variables": {"KEYTURN_RESULTS_TOPIC_ARN": {"Ref": RESULTS_TOPIC}}}
+    return {
+        function.logical: {"Properties": properties, "DependsOn": [function.log_group]},
+        function.role: {"Type": "AWS::IAM::Role", "Properties": {
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
+            "Policies": [{"PolicyName": f"{function.role}Policy", "PolicyDocument": policy}]}},
+        function.log_group: {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Delete", "Properties": {
+            "LogGroupName": f"/aws/lambda/{name}", "RetentionInDays": d.log_retention_days}},
+        f"{function.alarm_prefix}ErrorsAlarm": _alarm(
+            f"{name}-errors", f"The {function.suffix} function failed (an unhandled error)", "AWS/Lambda", "Errors",
+            {"FunctionName": name}),
+        f"{function.alarm_prefix}ThrottlesAlarm": _alarm(
+            f"{name}-throttles", f"Lambda throttled the {function.suffix} function", "AWS/Lambda", "Throttles",
+            {"FunctionName": name}),
+    }
+
+
+def _provisioning_resources(d: Deployment) -> dict[str, Any]:
+    queue_name = f"keyturn-{d.stage}-provisioning"
+    return {
+        RESULTS_TOPIC: {"Type": "AWS::SNS::Topic",
+                        "Properties": {"TopicName": f"keyturn-{d.stage}-provisioning-results"}},
+        QUEUE: {"Type": "AWS::SQS::Queue", "Properties": {
+            "QueueName": queue_name,
+            "VisibilityTimeout": 6 * d.timeout_s,  # AWS's advice for a Lambda event source: six times its timeout
+            "MessageRetentionPeriod": RETENTION_S, "SqsManagedSseEnabled": True,
+            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "Arn"]},
+                              "maxReceiveCount": MAX_RECEIVES}}},
+        DEAD_LETTER_QUEUE: {"Type": "AWS::SQS::Queue", "Properties": {
+            "QueueName": f"{queue_name}-dlq", "MessageRetentionPeriod": RETENTION_S, "SqsManagedSseEnabled": True}},
+        "ProvisionQueue": {"Properties": {"Events": {"Orders": {"Type": "SQS", "Properties": {
+            "Queue": {"Fn::GetAtt": [QUEUE, "Arn"]}, "BatchSize": 10,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"]}}}}},
+        "ProvisionEvents": {"Properties": {
+            "Events": {"OrderPlaced": {"Type": "EventBridgeRule", "Properties": {
+                "Pattern": d.provisioning_event_pattern}}},
+            "EventInvokeConfig": {"MaximumRetryAttempts": 2, "DestinationConfig": {"OnFailure": {
+                "Type": "SQS", "Destination": {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "Arn"]}}}}}},
+        "DeadLettersAlarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+            "AlarmName": f"{queue_name}-dead-letters",
+            "AlarmDescription": "Provisioning events that kept failing wait in the dead-letter queue",
+            "Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": f"{queue_name}-dlq"}],
+            "Statistic": "Maximum", "Period": 300, "EvaluationPeriods": 1, "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": "AlarmTopic"}], "OKActions": [{"Ref": "AlarmTopic"}]}},
+    }
+
+
+def _merge(target: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+    return target
+
+
 def template(stage: str) -> dict[str, Any]:
     from chalicelib.models import ALL_MODELS
 
     d = deployment(stage)
     tables = {f"{model.__name__}Table": table_resource(model, d) for model in ALL_MODELS}
-    policy = iam.policy_document(iam.API, table_prefix=d.table_prefix, ssm_prefix=d.ssm_prefix,
-                                 function_name=d.api_function_name, kms_key_arn=d.ssm_kms_key_arn)
     api_name = f"keyturn-{stage}"
     resources: dict[str, Any] = {
         **tables,
-        API_FUNCTION: {"Properties": {
-            "FunctionName": d.api_function_name,  # fixed, so the role can name its log group without a cycle
-            "MemorySize": d.memory_mb, "Timeout": d.timeout_s,
-            "Role": {"Fn::GetAtt": [API_ROLE, "Arn"]},  # the stage sets manage_iam_role false: the role is ours
-        }, "DependsOn": ["ApiHandlerLogGroup"]},
-        API_ROLE: {"Type": "AWS::IAM::Role", "Properties": {
-            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
-            "Policies": [{"PolicyName": "ApiHandlerRolePolicy", "PolicyDocument": policy}]}},
-        "ApiHandlerLogGroup": {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Delete", "Properties": {
-            "LogGroupName": f"/aws/lambda/{d.api_function_name}", "RetentionInDays": d.log_retention_days}},
         REST_API: {"Properties": {
             "Name": api_name,
             "OpenApiVersion": "3.0.1",
@@ -173,16 +262,17 @@ def template(stage: str) -> dict[str, Any]:
             "GatewayResponses": GATEWAY_RESPONSES,
         }},
         "AlarmTopic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": f"keyturn-{stage}-alarms"}},
-        "ApiErrorsAlarm": _alarm(f"keyturn-{stage}-api-errors", "The API function failed (an unhandled error)",
-                                 "AWS/Lambda", "Errors", {"FunctionName": d.api_function_name}),
-        "ApiThrottlesAlarm": _alarm(f"keyturn-{stage}-api-throttles", "Lambda throttled the API function",
-                                    "AWS/Lambda", "Throttles", {"FunctionName": d.api_function_name}),
         "Api5xxAlarm": _alarm(f"keyturn-{stage}-api-5xx", "API Gateway answered 5XX",
                               "AWS/ApiGateway", "5XXError", {"ApiName": api_name}),
         "DynamoDBThrottledAlarm": _throttled_requests_alarm(d, tables),
     }
+    for function in FUNCTIONS:
+        _merge(resources, _function_resources(function, d))
+    _merge(resources, _provisioning_resources(d))
     outputs = {f"{name}Name": {"Value": {"Ref": name}} for name in tables}
-    outputs["AlarmTopicArn"] = {"Value": {"Ref": "AlarmTopic"}}
+    outputs.update({"AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
+                    "ResultsTopicArn": {"Value": {"Ref": RESULTS_TOPIC}},
+                    "ProvisioningQueueUrl": {"Value": {"Ref": QUEUE}}})
     return {"Resources": resources, "Outputs": outputs}
 
 

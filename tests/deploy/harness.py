@@ -33,7 +33,8 @@ from tooling.procs import die_with_parent
 PROJECT = Path(__file__).resolve().parents[2]
 REGION, ACCOUNT = "eu-west-1", "123456789012"  # not us-east-1: nothing may fall back to a default region
 BUCKET, KEY = "keyturn-deploy", "deployment.zip"
-SKIPPED_BY_MOTO = ("AWS::ApiGateway::Stage", "AWS::ApiGateway::Deployment", "AWS::CloudWatch::Alarm")
+SKIPPED_BY_MOTO = ("AWS::ApiGateway::Stage", "AWS::ApiGateway::Deployment", "AWS::CloudWatch::Alarm",
+                   "AWS::Lambda::EventInvokeConfig")
 
 
 def pinned(name: str) -> str:
@@ -147,6 +148,13 @@ class MotoServer:
         return boto3.client(service, region_name=REGION, endpoint_url=self.url,
                             aws_access_key_id=credentials["AccessKeyId"],
                             aws_secret_access_key=credentials["SecretAccessKey"])
+
+
+def resolve_ref(value: Any, refs: dict[str, str]) -> Any:
+    """An environment variable's value as CloudFormation gives it to the function (``Ref`` resolved)."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return refs[value["Ref"]]
+    return value
 
 
 def iam_user(iam: Any, name: str, document: dict[str, Any]) -> dict[str, str]:

@@ -67,7 +67,7 @@ def test_the_package_needs_no_aws_configuration_and_holds_only_what_runs_in_lamb
     assert {n for n in names if n.startswith("chalice/") and not n.startswith("chalice/__pycache__/")} == {
         "chalice/__init__.py", "chalice/app.py"}
     models = {n.split("/")[2] for n in names if n.startswith("botocore/data/") and n.count("/") > 2}
-    assert models == {"dynamodb", "ssm"}  # the services the functions' policies allow
+    assert models == {"dynamodb", "ssm", "sns"}  # the services the functions' policies allow
 
 
 def test_every_source_ships_with_unchecked_hash_bytecode_of_itself(package: Path) -> None:
@@ -105,7 +105,19 @@ def test_the_template_transforms_and_lints_with_one_stage_and_what_moto_cannot_s
                                         "ThrottlingBurstLimit": 40}]
     body = resources["RestAPI"]["Properties"]["Body"]
     assert body["x-amazon-apigateway-gateway-responses"]["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
-    assert len(by_type["AWS::CloudWatch::Alarm"]) == 4
+    assert sorted(by_type["AWS::CloudWatch::Alarm"]) == sorted(
+        ["Api5xxAlarm", "DynamoDBThrottledAlarm", "DeadLettersAlarm"]
+        + [f"{f.alarm_prefix}{kind}Alarm" for f in template.FUNCTIONS for kind in ("Errors", "Throttles")])
+    (mapping,) = [resources[n]["Properties"] for n in by_type["AWS::Lambda::EventSourceMapping"]]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]  # partial batch responses
+    queue = resources["ProvisioningQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * resources["ProvisionQueue"]["Properties"]["Timeout"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 5
+    (invoke_config,) = [resources[n]["Properties"] for n in by_type["AWS::Lambda::EventInvokeConfig"]]
+    assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["ProvisioningDeadLetterQueue", "Arn"]}
+    (rule,) = [resources[n]["Properties"] for n in by_type["AWS::Events::Rule"]]
+    assert rule["EventPattern"] == {"detail-type": ["OrderPlaced"]}
     sessions = resources["SessionTable"]["Properties"]
     assert sessions["TimeToLiveSpecification"] == {"AttributeName": "purge_at", "Enabled": True}
     assert all(resources[n]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
@@ -123,6 +135,8 @@ class Deployed:
     function_env: dict[str, str]
     function_policy: dict[str, Any]
     stack: dict[str, Any]
+    environments: dict[str, dict[str, str]] = field(default_factory=dict)
+    results_queue: str = ""
     answers: list["Answer"] = field(default_factory=list)
     peak_kb: int = 0
     logs: str = ""
@@ -155,20 +169,45 @@ def deployed(package: Path, cfn: dict[str, Any]) -> Iterator[Deployed]:
         cloudformation.create_stack(StackName="keyturn-dev", TemplateBody=json.dumps(adapted),
                                     Capabilities=["CAPABILITY_IAM"])
         assert cloudformation.describe_stacks(StackName="keyturn-dev")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
-        function = cfn["Resources"]["APIHandler"]["Properties"]
-        policy = iam.resolve(cfn["Resources"]["ApiHandlerRole"]["Properties"]["Policies"][0]["PolicyDocument"],
-                             region=REGION, account=ACCOUNT)
-        function_user = harness.iam_user(iam_client, "api-function", harness.as_moto_checks_it(policy))
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":UTC", **function["Environment"]["Variables"],
-               "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_LAMBDA_FUNCTION_NAME": function["FunctionName"],
-               "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function["MemorySize"]), "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
-               "_HANDLER": function["Handler"], "AWS_ACCESS_KEY_ID": function_user["AccessKeyId"],
-               "AWS_SECRET_ACCESS_KEY": function_user["SecretAccessKey"],
-               "AWS_ENDPOINT_URL": moto.url}  # the one thing real Lambda does not have: moto stands in for AWS
+        environments, policies = {}, {}
+        for function in template.FUNCTIONS:  # an IAM user per function, holding exactly its role's policy
+            properties = cfn["Resources"][function.logical]["Properties"]
+            policies[function.logical] = policy = iam.resolve(
+                cfn["Resources"][function.role]["Properties"]["Policies"][0]["PolicyDocument"],
+                region=REGION, account=ACCOUNT)
+            user = harness.iam_user(iam_client, function.suffix, harness.as_moto_checks_it(policy))
+            variables = {name: harness.resolve_ref(value, adapted_stack_refs(moto, admin))
+                         for name, value in properties["Environment"]["Variables"].items()}
+            environments[function.logical] = {
+                "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":UTC", **variables,
+                "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_LAMBDA_FUNCTION_NAME": properties["FunctionName"],
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(properties["MemorySize"]),
+                "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11", "_HANDLER": properties["Handler"],
+                "AWS_ACCESS_KEY_ID": user["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": user["SecretAccessKey"],
+                "AWS_ENDPOINT_URL": moto.url}  # the one thing real Lambda does not have: moto stands in for AWS
         for args in (("init-secrets",), ("set-password", "admin", "--password", PASSWORD)):
             result = _operator_cli(moto, admin, *args)
             assert result.returncode == 0, result.stderr
-        yield Deployed(moto, cfn, removed, admin, env, policy, _observe_stack(moto, admin, cfn))
+        stack = _observe_stack(moto, admin, cfn)
+        results = _subscribe_results(moto, admin)
+        yield Deployed(moto, cfn, removed, admin, environments["APIHandler"], policies["APIHandler"], stack,
+                       environments=environments, results_queue=results)
+
+
+def adapted_stack_refs(moto: harness.MotoServer, admin: dict[str, str]) -> dict[str, str]:
+    """What ``Ref`` of each resource of the stack gives (its physical id), as CloudFormation would resolve it."""
+    resources = moto.client("cloudformation", admin).list_stack_resources(StackName="keyturn-dev")
+    return {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources["StackResourceSummaries"]}
+
+
+def _subscribe_results(moto: harness.MotoServer, admin: dict[str, str]) -> str:
+    """A queue subscribed to the results topic, standing in for the shop's mailer."""
+    sqs, sns = moto.client("sqs", admin), moto.client("sns", admin)
+    queue = sqs.create_queue(QueueName="shop-mailer")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:keyturn-dev-provisioning-results"
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    return str(queue)
 
 
 @dataclass(frozen=True)
@@ -320,15 +359,22 @@ def test_the_stack_creates_every_table_function_role_and_api_method(deployed: De
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert [(i["IndexName"], i["KeySchema"]) for i in table.get("GlobalSecondaryIndexes", [])] == [
             (i["IndexName"], i["KeySchema"]) for i in wanted.get("GlobalSecondaryIndexes", [])]
-    function, properties = seen["function"], cfn["Resources"]["APIHandler"]["Properties"]
-    assert (function["Runtime"], function["Handler"], function["MemorySize"], function["Timeout"]) == (
-        "python3.11", "app.app", properties["MemorySize"], properties["Timeout"])
-    assert function["Environment"]["Variables"] == properties["Environment"]["Variables"]
-    assert seen["role_policies"] == ["ApiHandlerRolePolicy"]
-    assert seen["log_groups"] == [("/aws/lambda/keyturn-dev-api", 14)]
+    for function in template.FUNCTIONS:
+        found, properties = seen["functions"][function.logical], cfn["Resources"][function.logical]["Properties"]
+        assert (found["Runtime"], found["Handler"], found["MemorySize"], found["Timeout"]) == (
+            "python3.11", properties["Handler"], properties["MemorySize"], properties["Timeout"])
+        assert found["Environment"]["Variables"] == {
+            k: harness.resolve_ref(v, seen["refs"]) for k, v in properties["Environment"]["Variables"].items()}
+        assert seen["role_policies"][function.logical] == [f"{function.role}Policy"]
+    assert seen["functions"]["APIHandler"]["Handler"] == "app.app"
+    assert seen["log_groups"] == sorted((f"/aws/lambda/keyturn-dev-{f.suffix}", 14) for f in template.FUNCTIONS)
+    assert seen["queues"] == ["keyturn-dev-provisioning", "keyturn-dev-provisioning-dlq"]
+    assert seen["mappings"] == [(f"arn:aws:sqs:{REGION}:{ACCOUNT}:keyturn-dev-provisioning",
+                                 f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:keyturn-dev-provision-queue")]
     swagger = sam["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
     assert seen["methods"] == {(path, method.upper()) for path, operations in swagger.items() for method in operations}
-    assert seen["topics"] == [f"arn:aws:sns:{REGION}:{ACCOUNT}:keyturn-dev-alarms"]
+    assert sorted(seen["topics"]) == [f"arn:aws:sns:{REGION}:{ACCOUNT}:keyturn-dev-{name}"
+                                      for name in ("alarms", "provisioning-results")]
 
 
 def _observe_stack(moto: harness.MotoServer, admin: dict[str, str], cfn: dict[str, Any]) -> dict[str, Any]:
@@ -336,15 +382,21 @@ def _observe_stack(moto: harness.MotoServer, admin: dict[str, str], cfn: dict[st
     dynamodb = moto.client("dynamodb", admin)
     tables = {r["Properties"]["TableName"]: dynamodb.describe_table(TableName=r["Properties"]["TableName"])["Table"]
               for r in cfn["Resources"].values() if r["Type"] == "AWS::DynamoDB::Table"}
-    function = moto.client("lambda", admin).get_function(FunctionName="keyturn-dev-api")["Configuration"]
-    role_name = function["Role"].rsplit("/", 1)[1]
-    groups = moto.client("logs", admin).describe_log_groups(logGroupNamePrefix="/aws/lambda/keyturn-dev-api")
+    lambda_client, iam_client = moto.client("lambda", admin), moto.client("iam", admin)
+    functions = {f.logical: lambda_client.get_function(FunctionName=f"keyturn-dev-{f.suffix}")["Configuration"]
+                 for f in template.FUNCTIONS}
+    groups = moto.client("logs", admin).describe_log_groups(logGroupNamePrefix="/aws/lambda/keyturn-dev-")
+    sqs = moto.client("sqs", admin)
     apigateway = moto.client("apigateway", admin)
     (api,) = [a for a in apigateway.get_rest_apis()["items"] if a["name"] == "keyturn-dev"]
     return {
-        "tables": tables, "function": function,
-        "role_policies": moto.client("iam", admin).list_role_policies(RoleName=role_name)["PolicyNames"],
-        "log_groups": [(g["logGroupName"], g.get("retentionInDays")) for g in groups["logGroups"]],
+        "tables": tables, "functions": functions, "refs": adapted_stack_refs(moto, admin),
+        "role_policies": {name: iam_client.list_role_policies(RoleName=f["Role"].rsplit("/", 1)[1])["PolicyNames"]
+                          for name, f in functions.items()},
+        "log_groups": sorted((g["logGroupName"], g.get("retentionInDays")) for g in groups["logGroups"]),
+        "queues": sorted(url.rsplit("/", 1)[1] for url in sqs.list_queues().get("QueueUrls", [])),
+        "mappings": [(m["EventSourceArn"], m["FunctionArn"])
+                     for m in lambda_client.list_event_source_mappings()["EventSourceMappings"]],
         "methods": {(r["path"], m) for r in apigateway.get_resources(restApiId=api["id"], limit=500)["items"]
                     for m in r.get("resourceMethods", {})},
         "topics": [t["TopicArn"] for t in moto.client("sns", admin).list_topics()["Topics"]],
@@ -388,3 +440,65 @@ def test_the_function_is_refused_what_its_policy_does_not_grant(lambda_run: Depl
     with pytest.raises(ClientError, match="not authorized to perform: ssm:PutParameter"):
         lambda_run.moto.client("ssm", creds).put_parameter(Name="/keyturn/dev/x", Value="x", Type="String")
 
+
+
+# --- the provisioning functions, under their own policies -----------------------------------
+
+PROVISIONED_LINE = {**ORDER_CUSTOM, "orderId": "offline-1", "lineItem": "1", "kind": "license-order"}
+KEY_LINE = {"orderId": "offline-1", "lineItem": "2", "kind": "license-key", "customer": {"name": "Zoë Ltd"},
+            "typeEnum": "CPU", "count": 4, "expirationDate": None}
+
+
+def _run_function(deployed: Deployed, package: Path, logical: str, events: list[dict[str, Any]],
+                  task_root: Path) -> tuple[list[Any], str]:
+    if not any(task_root.iterdir()):
+        harness.unzip(package / "deployment.zip", task_root)
+    python = harness.runtime_python(Path(sys.prefix) / "lambda-runtime")
+    deployed.moto.enforce_iam()
+    function = harness.LambdaProcess(python, task_root,
+                                     {**deployed.environments[logical], "LAMBDA_TASK_ROOT": str(task_root)})
+    try:
+        answers = [function.call({"event": event})["response"] for event in events]
+    finally:
+        logs = function.close()
+    return answers, logs
+
+
+def _refused(logs: str) -> list[str]:
+    return sorted(set(re.findall(r"is not authorized to perform: [\w:]+", logs)))
+
+
+def _sqs(*bodies: Any) -> dict[str, Any]:
+    return {"Records": [{"messageId": f"offline-msg-{i}", "receiptHandle": "rh", "eventSource": "aws:sqs",
+                         "body": body if isinstance(body, str) else json.dumps(body), "attributes": {},
+                         "messageAttributes": {}, "md5OfBody": "", "awsRegion": REGION,
+                         "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:keyturn-dev-provisioning"}
+                        for i, body in enumerate(bodies)]}
+
+
+def test_the_provisioning_functions_provision_once_under_their_own_policies(
+        deployed: Deployed, package: Path, tmp_path: Path) -> None:
+    batch = _sqs(PROVISIONED_LINE, "{not json", PROVISIONED_LINE, {**PROVISIONED_LINE, "lineItem": "3", "bulkMax": 0})
+    (queue_answer, again), queue_logs = _run_function(deployed, package, "ProvisionQueue", [batch, batch], tmp_path)
+    assert _refused(queue_logs) == []
+    assert queue_answer == again == {"batchItemFailures": []}
+    event = {"version": "0", "id": "offline-evt", "detail-type": "OrderPlaced", "source": "com.example.shop",
+             "account": ACCOUNT, "time": "2026-12-01T00:00:00Z", "region": REGION, "resources": [], "detail": KEY_LINE}
+    (first, second), events_logs = _run_function(deployed, package, "ProvisionEvents", [event, event], tmp_path)
+    assert _refused(events_logs) == []
+    assert first == second and first["ok"] is True and first["results"][0]["kind"] == "license-key"
+    admin = deployed.moto.client("dynamodb", deployed.admin)
+    orders = admin.scan(TableName="keyturn-dev-orders")["Items"]
+    assert [o["bulk_max"]["N"] for o in orders if o.get("external_order_id", {}).get("S") == "keyturn#offline-1"] == ["5"]
+    lines = {i["line_item"]["S"]: json.loads(i["result"]["S"])["status"]
+             for i in admin.scan(TableName="keyturn-dev-provisioning")["Items"] if i["order_key"]["S"] == "keyturn#offline-1"}
+    assert lines == {"1": "provisioned", "2": "provisioned", "3": "rejected"}
+    sqs = deployed.moto.client("sqs", deployed.admin)
+    published = []
+    while True:
+        batch_of = sqs.receive_message(QueueUrl=deployed.results_queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch_of:
+            break
+        published += [json.loads(m["Body"]) for m in batch_of]
+    assert {(p["lineItem"], p["status"]) for p in published if p.get("orderId") == "offline-1"} == {
+        ("1", "provisioned"), ("2", "provisioned"), ("3", "rejected")}
