@@ -34,4 +34,4 @@ package: $(STAMP)
 	$(PY) -m tooling.package --stage $(STAGE)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache build
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache build .chalice/deployments

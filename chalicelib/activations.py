@@ -24,7 +24,7 @@ from typing import Any, Callable, NoReturn
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib import errors, hostids, keystore, runtime
+from chalicelib import errors, hostids, keystore, runtime, seats
 from chalicelib.config import current
 from chalicelib.models import CONFLICT_ATTEMPTS, Activation, Order, connection, reason_codes, retrying_conflicts
 
@@ -132,15 +132,20 @@ def activate(activation_key: str, segment: str) -> Activation:
         hostids.check_template(lookup.hostids, lookup.order.hostid.as_dict())
         activation = _new_activation(lookup)
         try:
-            return retrying_conflicts(functools.partial(_take_seat, activation))
+            taken = retrying_conflicts(functools.partial(_take_seat, activation))
         except TransactWriteError as exc:
             host_reason, order_reason = (reason_codes(exc) + [None, None])[:2]
             if host_reason == "ConditionalCheckFailed":
                 continue  # the same host won a race: read its license (or try again if it is gone)
             if order_reason == "ConditionalCheckFailed":
                 current = _read(activation_key, segment).order
-                raise (errors.BulkExceeded() if current.enabled else errors.OrderDisabled()) from None
+                if not current.enabled:
+                    raise errors.OrderDisabled() from None
+                seats.refused(current)
+                raise errors.BulkExceeded() from None
             raise
+        seats.activated(lookup.order)
+        return taken
     raise RuntimeError("activation kept racing with deactivations of the same host")
 
 
@@ -200,6 +205,7 @@ def deactivate(activation_key: str, segment: str) -> None:
     may_deactivate = ((Order.activated_licenses > 0) & (Order.enabled == True)  # noqa: E712
                       & (Order.deactivations_used < Order.deactivations_allowed))
     _free_seat(lookup, may_deactivate, [Order.deactivations_used.add(1)], errors.CannotDeactivate)
+    seats.released(lookup.order)
 
 
 def revoke(activation_key: str, segment: str) -> None:
@@ -208,6 +214,7 @@ def revoke(activation_key: str, segment: str) -> None:
     if lookup.activation is None:
         raise errors.LicenseDoesNotExist()
     _free_seat(lookup, Order.activated_licenses > 0, [], errors.LicenseDoesNotExist)
+    seats.released(lookup.order)
 
 
 def _free_seat(lookup: Lookup, condition: Any, extra_actions: list[Any],

@@ -38,7 +38,7 @@ class Settings:
     ssm_prefix: str = ""
     secrets_max_age: int = DEFAULT_SECRETS_MAX_AGE
     endpoint_url: str | None = None  # every client's endpoint: the local stack's database; None means AWS
-    results_topic_arn: str | None = None  # where provisioning results are published (SNS); None: nowhere
+    notifications_topic_arn: str | None = None  # where provisioning results are published (SNS); None: nowhere
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -92,7 +92,7 @@ def from_environment(env: Mapping[str, str], region: str | None = None) -> Setti
         ssm_prefix=ssm_prefix(env, stage),
         secrets_max_age=_int(env, "KEYTURN_SECRETS_MAX_AGE", DEFAULT_SECRETS_MAX_AGE),
         endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-        results_topic_arn=env.get("KEYTURN_RESULTS_TOPIC_ARN") or None,
+        notifications_topic_arn=env.get("KEYTURN_NOTIFICATIONS_TOPIC_ARN") or None,
     )
 
 

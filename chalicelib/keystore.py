@@ -143,7 +143,13 @@ def signing_keys() -> tuple["SigningKey", ...]:
     return _parse_signing_keys(_ssm_parameter(s.ssm_prefix + "signing-keys"))
 
 
-def init_ssm_secrets(ssm_prefix: str) -> list[str]:
+def _encryption(kms_key_id: str | None) -> dict[str, str]:
+    """SecureString options: the stage's customer key if it names one (else SSM's aws/ssm key), and
+    Intelligent-Tiering, so the signing keys' list may outgrow a standard parameter's 4 KB (about 30 keys)."""
+    return {"Tier": "Intelligent-Tiering", **({"KeyId": kms_key_id} if kms_key_id else {})}
+
+
+def init_ssm_secrets(ssm_prefix: str, kms_key_id: str | None = None) -> list[str]:
     """Create the stage's SSM SecureStrings that are missing; returns the names created.
 
     Existing values are never overwritten: a new license-key secret would invalidate
@@ -162,7 +168,7 @@ def init_ssm_secrets(ssm_prefix: str) -> list[str]:
     for name, value in wanted.items():
         try:
             ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=False,
-                              Description="Keyturn secret; see docs/deploy.md")
+                              Description="Keyturn secret; see docs/deploy.md", **_encryption(kms_key_id))
             created.append(name)
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ParameterAlreadyExists":
@@ -171,7 +177,7 @@ def init_ssm_secrets(ssm_prefix: str) -> list[str]:
     return created
 
 
-def rotate_signing_key() -> "SigningKey":
+def rotate_signing_key(kms_key_id: str | None = None) -> "SigningKey":
     """Make a new signing key current; the old ones stay (and stay published) for old files."""
     from chalicelib.licensefile import SigningKey
 
@@ -184,7 +190,7 @@ def rotate_signing_key() -> "SigningKey":
         ssm = _ssm()
         existing = json.loads(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
         ssm.put_parameter(Name=name, Value=json.dumps([key.to_pem().decode(), *existing]), Type="SecureString",
-                          Overwrite=True)
+                          Overwrite=True, **_encryption(kms_key_id))
     clear_cache()
     return key
 

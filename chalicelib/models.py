@@ -142,6 +142,7 @@ class Order(Model):
     deactivations_used = NumberAttribute(default=0)
     created_at = NumberAttribute()
     external_order_id = UnicodeAttribute(null=True)
+    seat_alert_at = NumberAttribute(null=True)  # ms of the last SeatLimitReached (at most one an hour)
 
 
 class Activation(Model):

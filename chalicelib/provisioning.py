@@ -12,7 +12,7 @@ at all.
 Failures are of two kinds.  :class:`Rejected`: the event can never succeed (malformed,
 invalid); it is recorded with its reason and acknowledged, so it is not retried
 forever.  Anything else (DynamoDB unavailable, throttled) is transient: the caller lets
-it be retried.  Every result is published (SNS, ``Settings.results_topic_arn``) so the
+it be retried.  Every result is published (``notify``: the stage's SNS topic) so the
 shop can mail its customer; publishing is at least once (a retried delivery publishes
 the same result again), so subscribers deduplicate on ``source``/``orderId``/``lineItem``.
 """
@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib import aws, errors, keys, keystore, licenses, orders, runtime
-from chalicelib.config import current
+from chalicelib import errors, keys, keystore, licenses, notify, orders, runtime
 from chalicelib.logs import logger
 from chalicelib.models import Provisioning, condition_failed, connection, reason_codes, retrying_conflicts
 
@@ -206,11 +205,6 @@ def show(order_id: str, line_item: str | None = None, *, source: str = KEYTURN_S
 
 
 def _published(result: dict[str, Any]) -> dict[str, Any]:
-    """Publish ``result`` to the stage's results topic (if it has one); returns it."""
-    topic = current().results_topic_arn
-    if topic:
-        aws.client("sns", current().region, endpoint_url=current().endpoint_url).publish(
-            TopicArn=topic, Message=json.dumps(result, ensure_ascii=False, sort_keys=True),
-            MessageAttributes={"type": {"DataType": "String", "StringValue": "ProvisioningResult"},
-                               "status": {"DataType": "String", "StringValue": str(result["status"])}})
+    """Publish ``result`` to the stage's notifications topic (if it has one); returns it."""
+    notify.publish("ProvisioningResult", result)
     return result

@@ -12,9 +12,11 @@ against the API function's policy in ``tooling/iam.py``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 from datetime import datetime, timedelta, timezone
@@ -27,6 +29,7 @@ RECORD_IAM_CALLS_VARIABLE = "KEYTURN_RECORD_IAM_CALLS"
 _RECORD_IAM_CALLS_TO = os.environ.get(RECORD_IAM_CALLS_VARIABLE)
 
 _STATE = Path(tempfile.mkdtemp(prefix="keyturn-tests-"))
+atexit.register(shutil.rmtree, _STATE, ignore_errors=True)  # it holds generated secrets
 for name in [n for n in os.environ if n.startswith(("AWS_", "KEYTURN_"))]:
     del os.environ[name]
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

@@ -57,6 +57,7 @@ def test_the_api_has_one_stage_throttling_and_gateway_answers_in_both_error_form
     assert unknown == {"StatusCode": "404", "ResponseTemplates": {
         "application/json": '{"errorMessage": "No such resource.", "message": "No such resource."}'}}
     assert api["GatewayResponses"]["THROTTLED"]["StatusCode"] == "429"
+    assert "StatusCode" not in api["GatewayResponses"]["DEFAULT_4XX"]  # a 403 of API Gateway's stays a 403
 
 
 def test_alarms_watch_errors_throttles_5xx_dynamodb_throttling_and_dead_letters_on_one_topic() -> None:
@@ -67,8 +68,12 @@ def test_alarms_watch_errors_throttles_5xx_dynamodb_throttling_and_dead_letters_
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible")}
     watched = {a["Dimensions"][0]["Value"] for a in alarms.values() if a.get("Namespace") == "AWS/Lambda"}
     assert watched == {"keyturn-dev-api", "keyturn-dev-provision-queue", "keyturn-dev-provision-events"}
-    throttled = alarms["DynamoDBThrottledAlarm"]["Metrics"]
-    assert len(throttled) == 2 * len(ALL_MODELS) + 1 and throttled[-1]["Expression"] == "SUM(METRICS())"
+    for model in ALL_MODELS:  # one alarm a table: a metric-math alarm takes at most 10 metrics
+        throttled = alarms[f"{model.__name__}ThrottledAlarm"]["Metrics"]
+        assert len(throttled) <= 11 and throttled[-1]["Expression"] == "SUM(METRICS())"
+    by_id = [m["MetricStat"]["Metric"]["Dimensions"] for m in alarms["LicenseKeyThrottledAlarm"]["Metrics"][:-1]]
+    assert [{"Name": "TableName", "Value": "keyturn-dev-license-keys"},
+            {"Name": "GlobalSecondaryIndexName", "Value": "by-id"}] in by_id  # the index throttles apart
     assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
 
 
@@ -106,4 +111,4 @@ def test_the_queue_redelivers_only_transient_failures_then_parks_them_in_a_dead_
     assert events["Events"]["OrderPlaced"]["Properties"]["Pattern"] == {"detail-type": ["OrderPlaced"]}
     assert events["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
     assert function["Environment"] == events["Environment"] == {
-        "Variables": {"KEYTURN_RESULTS_TOPIC_ARN": {"Ref": "ResultsTopic"}}}
+        "Variables": {"KEYTURN_NOTIFICATIONS_TOPIC_ARN": {"Ref": "NotificationsTopic"}}}

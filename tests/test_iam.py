@@ -38,7 +38,7 @@ Pair = tuple[str, str]
 
 def api_policy() -> dict[str, Any]:
     document = iam.policy_document(iam.API, table_prefix="keyturn-test-", ssm_prefix="/keyturn/test/",
-                                   function_name="keyturn-test-api")
+                                   function_name="keyturn-test-api", name_prefix="keyturn-test-")
     resolved: dict[str, Any] = iam.resolve(document, region=RECORDED_REGION, account=RECORDED_ACCOUNT)
     return resolved
 

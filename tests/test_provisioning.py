@@ -176,11 +176,11 @@ def test_results_are_published_to_the_stage_topic(aws: None, rebind: Callable[..
     import boto3
 
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
-    topic = sns.create_topic(Name="keyturn-test-provisioning-results")["TopicArn"]
+    topic = sns.create_topic(Name="keyturn-test-notifications")["TopicArn"]
     mailer = sqs.create_queue(QueueName="shop-mailer")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=mailer, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
-    rebind(results_topic_arn=topic, local_dir=None, ssm_prefix="/keyturn/test/")
+    rebind(notifications_topic_arn=topic, local_dir=None, ssm_prefix="/keyturn/test/")
     keystore.init_ssm_secrets("/keyturn/test/")
     keystore.clear_cache()  # the functions read the secret themselves
     queued = sqs_event(DESIGN_EXAMPLE, KEY_LINE, {**KEY_LINE, "lineItem": "3", "count": -1})

@@ -52,6 +52,7 @@ API = FunctionGrants(
     },
     indexes={"license-keys/by-id": ("Query",)},
     ssm_parameters=("license-key-secret", "signing-keys"),
+    topics=("notifications",),  # SeatLimitReached
 )
 
 PROVISIONING_TABLES = {
@@ -60,11 +61,11 @@ PROVISIONING_TABLES = {
     "license-keys": ("PutItem",),  # a new key, in the line's transaction
 }
 PROVISION_QUEUE = FunctionGrants(
-    tables=PROVISIONING_TABLES, ssm_parameters=("license-key-secret",), topics=("provisioning-results",),
+    tables=PROVISIONING_TABLES, ssm_parameters=("license-key-secret",), topics=("notifications",),
     queues={"provisioning": ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")},
 )
 PROVISION_EVENTS = FunctionGrants(
-    tables=PROVISIONING_TABLES, ssm_parameters=("license-key-secret",), topics=("provisioning-results",),
+    tables=PROVISIONING_TABLES, ssm_parameters=("license-key-secret",), topics=("notifications",),
     queues={"provisioning-dlq": ("sqs:SendMessage",)},  # the on-failure destination
 )
 

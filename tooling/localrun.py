@@ -34,7 +34,7 @@ from typing import Any
 from tooling import localdb, procs, stages
 
 ADMIN_USER = "admin"
-RESULTS_TOPIC = "keyturn-local-provisioning-results"  # SNS, in the local moto server (not kept across restarts)
+NOTIFICATIONS_TOPIC = "keyturn-local-notifications"  # SNS, in the local moto server (not kept across restarts)
 START_TIMEOUT = 60.0
 
 
@@ -142,9 +142,9 @@ def run() -> int:
         db_port = _ready_file(db_ready, db, "the local DynamoDB", timeout=None)["port"]
         endpoint = f"http://127.0.0.1:{db_port}"
         stages.bind("local", endpoint_url=endpoint)  # the local credentials, before any client is made
-        topic = aws.client("sns", stages.LOCAL_REGION, endpoint_url=endpoint).create_topic(Name=RESULTS_TOPIC)
+        topic = aws.client("sns", stages.LOCAL_REGION, endpoint_url=endpoint).create_topic(Name=NOTIFICATIONS_TOPIC)
         env = stages.local_child_environment(stages.bind("local", endpoint_url=endpoint,
-                                                         results_topic_arn=topic["TopicArn"]))
+                                                         notifications_topic_arn=topic["TopicArn"]))
 
         models.create_tables()
         password, source = _admin_password(state_dir)
@@ -158,7 +158,7 @@ def run() -> int:
                       "--host", "127.0.0.1", "--port", str(port), "--stage", "local"], env)
         (state_dir / stages.STACK_FILE).write_text(json.dumps({
             "pid": os.getpid(), "api_url": url, "api_pid": api.pid,
-            "dynamodb_endpoint": endpoint, "dynamodb_pid": db.pid, "results_topic_arn": topic["TopicArn"],
+            "dynamodb_endpoint": endpoint, "dynamodb_pid": db.pid, "notifications_topic_arn": topic["TopicArn"],
         }))
         _ready_file(api_ready, api, f"chalice local on port {port}", timeout=START_TIMEOUT)
         _say(f"Keyturn is running on {url}  (DynamoDB on {endpoint}, data in {state_dir})")

@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     merge.write_text(json.dumps(template.template(args.stage), indent=2) + "\n")
     if out.exists():
+        left = {p.name for p in out.iterdir()}
+        if not left <= {"sam.json", "deployment.zip"}:  # never delete a folder this did not write
+            raise SystemExit(f"{out} holds other files than a package ({', '.join(sorted(left))}): choose another --out")
         shutil.rmtree(out)
     chalice_package(args.stage, merge, out)
     figures = precompile(out / "deployment.zip", runtime_sdk=args.runtime_sdk)

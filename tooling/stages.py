@@ -73,7 +73,7 @@ def read_stack(state_dir: Path) -> dict[str, object] | None:
 
 
 def settings_for(stage: str, endpoint_url: str | None = None,
-                 results_topic_arn: str | None = None) -> config.Settings:
+                 notifications_topic_arn: str | None = None) -> config.Settings:
     """The settings of ``stage``.  ``local``: the local stack of the state folder (its
     endpoint and results topic from the running stack unless given; no endpoint when none
     runs), never AWS.  Other stages: AWS, in the region botocore resolves."""
@@ -87,17 +87,17 @@ def settings_for(stage: str, endpoint_url: str | None = None,
     stack = read_stack(state_dir)
     if endpoint_url is None and stack:
         endpoint_url = str(stack["dynamodb_endpoint"])
-    if results_topic_arn is None and stack and stack.get("results_topic_arn"):
-        results_topic_arn = str(stack["results_topic_arn"])
-    if results_topic_arn:
-        env["KEYTURN_RESULTS_TOPIC_ARN"] = results_topic_arn
+    if notifications_topic_arn is None and stack and stack.get("notifications_topic_arn"):
+        notifications_topic_arn = str(stack["notifications_topic_arn"])
+    if notifications_topic_arn:
+        env["KEYTURN_NOTIFICATIONS_TOPIC_ARN"] = notifications_topic_arn
     env.pop("AWS_ENDPOINT_URL", None)
     return dataclasses.replace(config.from_environment(env, region=LOCAL_REGION), endpoint_url=endpoint_url)
 
 
-def bind(stage: str, endpoint_url: str | None = None, results_topic_arn: str | None = None) -> config.Settings:
+def bind(stage: str, endpoint_url: str | None = None, notifications_topic_arn: str | None = None) -> config.Settings:
     """Bind this process to ``stage`` (see :func:`settings_for`)."""
-    settings = settings_for(stage, endpoint_url, results_topic_arn)
+    settings = settings_for(stage, endpoint_url, notifications_topic_arn)
     if stage == "local":  # the local database accepts any signature; never send real credentials to it
         aws.session().set_credentials(LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                                       LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
@@ -112,6 +112,6 @@ def local_child_environment(settings: config.Settings) -> dict[str, str]:
     env.update({"AWS_DEFAULT_REGION": LOCAL_REGION, "KEYTURN_LOCAL_DIR": str(settings.local_dir)})
     if settings.endpoint_url:
         env["AWS_ENDPOINT_URL"] = settings.endpoint_url
-    if settings.results_topic_arn:
-        env["KEYTURN_RESULTS_TOPIC_ARN"] = settings.results_topic_arn
+    if settings.notifications_topic_arn:
+        env["KEYTURN_NOTIFICATIONS_TOPIC_ARN"] = settings.notifications_topic_arn
     return env

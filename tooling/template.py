@@ -105,11 +105,15 @@ def _hash_first(key_schema: list[dict[str, str]]) -> list[dict[str, str]]:
     return sorted(key_schema, key=lambda key: key["KeyType"] != "HASH")
 
 
-def _gateway_response(status: int, message: str) -> dict[str, Any]:
+def _gateway_response(status: int | None, message: str) -> dict[str, Any]:
     # One body for both APIs: Log Insight clients read errorMessage, LAC clients message
     # (API Gateway's own key).  Gateway Responses cannot tell the two prefixes apart.
+    # No status: the response keeps API Gateway's own (a 403 stays a 403).
     body = json.dumps({"errorMessage": message, "message": message})
-    return {"StatusCode": str(status), "ResponseTemplates": {"application/json": body}}
+    response: dict[str, Any] = {"ResponseTemplates": {"application/json": body}}
+    if status is not None:
+        response["StatusCode"] = str(status)
+    return response
 
 
 UNKNOWN_ROUTE = _gateway_response(404, "No such resource.")
@@ -118,8 +122,8 @@ GATEWAY_RESPONSES = {
     "INCOMPLETE_SIGNATURE": UNKNOWN_ROUTE,  # the same with an Authorization header (no route signs with SigV4)
     "THROTTLED": _gateway_response(429, "Too many requests."),
     "REQUEST_TOO_LARGE": _gateway_response(413, "The request is too large."),
-    "DEFAULT_4XX": _gateway_response(400, "Bad request."),
-    "DEFAULT_5XX": _gateway_response(502, "Internal server error."),
+    "DEFAULT_4XX": _gateway_response(None, "The request was refused."),
+    "DEFAULT_5XX": _gateway_response(None, "Internal server error."),
     "INTEGRATION_TIMEOUT": _gateway_response(504, "Internal server error."),
 }
 
@@ -134,19 +138,22 @@ def _alarm(name: str, description: str, namespace: str, metric: str, dimensions:
     }}
 
 
-def _throttled_requests_alarm(d: Deployment, tables: dict[str, Any]) -> dict[str, Any]:
-    metrics: list[dict[str, Any]] = []
-    for resource in tables.values():
-        for kind in ("Read", "Write"):
-            metrics.append({"Id": f"{kind.lower()}{len(metrics)}", "ReturnData": False, "MetricStat": {
-                "Metric": {"Namespace": "AWS/DynamoDB", "MetricName": f"{kind}ThrottleEvents",
-                           "Dimensions": [{"Name": "TableName", "Value": resource["Properties"]["TableName"]}]},
-                "Period": 300, "Stat": "Sum"}})
+def _throttled_requests_alarm(table: dict[str, Any]) -> dict[str, Any]:
+    """Throttled reads or writes on one table or its indexes (a metric-math alarm takes at most 10 metrics)."""
+    name = table["Properties"]["TableName"]
+    scopes = [[{"Name": "TableName", "Value": name}]] + [
+        [{"Name": "TableName", "Value": name}, {"Name": "GlobalSecondaryIndexName", "Value": index["IndexName"]}]
+        for index in table["Properties"].get("GlobalSecondaryIndexes", [])]
+    metrics: list[dict[str, Any]] = [
+        {"Id": f"m{i * 2 + j}", "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": "AWS/DynamoDB", "MetricName": f"{kind}ThrottleEvents", "Dimensions": dimensions},
+            "Period": 300, "Stat": "Sum"}}
+        for i, dimensions in enumerate(scopes) for j, kind in enumerate(("Read", "Write"))]
     metrics.append({"Id": "throttled", "Expression": "SUM(METRICS())", "ReturnData": True,
-                    "Label": "throttled reads and writes, all tables"})
+                    "Label": f"throttled reads and writes on {name}"})
     return {"Type": "AWS::CloudWatch::Alarm", "Properties": {
-        "AlarmName": f"keyturn-{d.stage}-dynamodb-throttled",
-        "AlarmDescription": "DynamoDB throttled reads or writes on a Keyturn table",
+        "AlarmName": f"{name}-throttled",
+        "AlarmDescription": f"DynamoDB throttled reads or writes on {name} or its indexes",
         "Metrics": metrics, "EvaluationPeriods": 1, "Threshold": 1,
         "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "notBreaching",
         "AlarmActions": [{"Ref": "AlarmTopic"}], "OKActions": [{"Ref": "AlarmTopic"}],
@@ -172,7 +179,7 @@ FUNCTIONS = (
     Function("ProvisionEvents", "provision-events", iam.PROVISION_EVENTS, "ProvisionEventsRole",
              "ProvisionEventsLogGroup", "ProvisionEvents"),
 )
-RESULTS_TOPIC, QUEUE, DEAD_LETTER_QUEUE = "ResultsTopic", "ProvisioningQueue", "ProvisioningDeadLetterQueue"
+NOTIFICATIONS_TOPIC, QUEUE, DEAD_LETTER_QUEUE = "NotificationsTopic", "ProvisioningQueue", "ProvisioningDeadLetterQueue"
 MAX_RECEIVES = 5  # deliveries of a message before it moves to the dead-letter queue
 RETENTION_S = 14 * 24 * 3600  # SQS's longest
 
@@ -187,7 +194,7 @@ def _function_resources(function: Function, d: Deployment) -> dict[str, Any]:
         "Role": {"Fn::GetAtt": [function.role, "Arn"]},  # the stages set manage_iam_role false: the role is ours
     }
     if function.grants.topics:
-        properties["Environment"] = {"Variables": {"KEYTURN_RESULTS_TOPIC_ARN": {"Ref": RESULTS_TOPIC}}}
+        properties["Environment"] = {"Variables": {"KEYTURN_NOTIFICATIONS_TOPIC_ARN": {"Ref": NOTIFICATIONS_TOPIC}}}
     return {
         function.logical: {"Properties": properties, "DependsOn": [function.log_group]},
         function.role: {"Type": "AWS::IAM::Role", "Properties": {
@@ -208,8 +215,8 @@ def _function_resources(function: Function, d: Deployment) -> dict[str, Any]:
 def _provisioning_resources(d: Deployment) -> dict[str, Any]:
     queue_name = f"keyturn-{d.stage}-provisioning"
     return {
-        RESULTS_TOPIC: {"Type": "AWS::SNS::Topic",
-                        "Properties": {"TopicName": f"keyturn-{d.stage}-provisioning-results"}},
+        NOTIFICATIONS_TOPIC: {"Type": "AWS::SNS::Topic",
+                        "Properties": {"TopicName": f"keyturn-{d.stage}-notifications"}},
         QUEUE: {"Type": "AWS::SQS::Queue", "Properties": {
             "QueueName": queue_name,
             "VisibilityTimeout": 6 * d.timeout_s,  # AWS's advice for a Lambda event source: six times its timeout
@@ -264,14 +271,15 @@ def template(stage: str) -> dict[str, Any]:
         "AlarmTopic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": f"keyturn-{stage}-alarms"}},
         "Api5xxAlarm": _alarm(f"keyturn-{stage}-api-5xx", "API Gateway answered 5XX",
                               "AWS/ApiGateway", "5XXError", {"ApiName": api_name}),
-        "DynamoDBThrottledAlarm": _throttled_requests_alarm(d, tables),
     }
+    for model in ALL_MODELS:
+        resources[f"{model.__name__}ThrottledAlarm"] = _throttled_requests_alarm(tables[f"{model.__name__}Table"])
     for function in FUNCTIONS:
         _merge(resources, _function_resources(function, d))
     _merge(resources, _provisioning_resources(d))
     outputs = {f"{name}Name": {"Value": {"Ref": name}} for name in tables}
     outputs.update({"AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
-                    "ResultsTopicArn": {"Value": {"Ref": RESULTS_TOPIC}},
+                    "NotificationsTopicArn": {"Value": {"Ref": NOTIFICATIONS_TOPIC}},
                     "ProvisioningQueueUrl": {"Value": {"Ref": QUEUE}}})
     return {"Resources": resources, "Outputs": outputs}
 

@@ -106,7 +106,8 @@ def test_the_template_transforms_and_lints_with_one_stage_and_what_moto_cannot_s
     body = resources["RestAPI"]["Properties"]["Body"]
     assert body["x-amazon-apigateway-gateway-responses"]["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
     assert sorted(by_type["AWS::CloudWatch::Alarm"]) == sorted(
-        ["Api5xxAlarm", "DynamoDBThrottledAlarm", "DeadLettersAlarm"]
+        ["Api5xxAlarm", "DeadLettersAlarm"] + [f"{t.removesuffix('Table')}ThrottledAlarm" for t in by_type[
+            "AWS::DynamoDB::Table"]]
         + [f"{f.alarm_prefix}{kind}Alarm" for f in template.FUNCTIONS for kind in ("Errors", "Throttles")])
     (mapping,) = [resources[n]["Properties"] for n in by_type["AWS::Lambda::EventSourceMapping"]]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]  # partial batch responses
@@ -205,7 +206,7 @@ def _subscribe_results(moto: harness.MotoServer, admin: dict[str, str]) -> str:
     sqs, sns = moto.client("sqs", admin), moto.client("sns", admin)
     queue = sqs.create_queue(QueueName="shop-mailer")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:keyturn-dev-provisioning-results"
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:keyturn-dev-notifications"
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
     return str(queue)
 
@@ -374,7 +375,7 @@ def test_the_stack_creates_every_table_function_role_and_api_method(deployed: De
     swagger = sam["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
     assert seen["methods"] == {(path, method.upper()) for path, operations in swagger.items() for method in operations}
     assert sorted(seen["topics"]) == [f"arn:aws:sns:{REGION}:{ACCOUNT}:keyturn-dev-{name}"
-                                      for name in ("alarms", "provisioning-results")]
+                                      for name in ("alarms", "notifications")]
 
 
 def _observe_stack(moto: harness.MotoServer, admin: dict[str, str], cfn: dict[str, Any]) -> dict[str, Any]:
@@ -417,7 +418,7 @@ def test_the_package_answers_every_route_under_its_own_policy_as_the_local_stack
     assert lambda_run.license_valid  # the downloaded file verifies offline for CUSTOM=a
 
 
-def test_the_package_runs_from_a_read_only_task_root_without_compiling(lambda_run: Deployed) -> None:
+def test_the_package_writes_nothing_to_its_read_only_task_root(lambda_run: Deployed) -> None:
     assert lambda_run.task_root_changed == {}
 
 
@@ -430,7 +431,7 @@ def test_memory_leaves_a_quarter_above_the_peak_of_a_process_that_served_every_r
 
 
 def test_the_function_is_refused_what_its_policy_does_not_grant(lambda_run: Deployed) -> None:
-    """The enforcement is real: the function's credentials cannot list tables or read another stage's secret."""
+    """The enforcement is real: the function's credentials cannot make calls its policy has no action for."""
     creds = {"AccessKeyId": lambda_run.function_env["AWS_ACCESS_KEY_ID"],
              "SecretAccessKey": lambda_run.function_env["AWS_SECRET_ACCESS_KEY"]}
     from botocore.exceptions import ClientError
