@@ -8,6 +8,7 @@ import json
 from typing import Any, Callable
 
 import pytest
+from pathlib import Path
 
 from chalicelib import config, licenses, models, provisioning
 from chalicelib import keystore
@@ -192,3 +193,21 @@ def test_results_are_published_to_the_stage_topic(aws: None, rebind: Callable[..
     lines = [provisioning.show("shop-1001", line) for line in ("1", "2", "3")]
     assert published[:6] == lines + lines
     assert published[6:] == [evented["results"][0], provisioning.show("shop-1001", "5")]
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "events" / "provisioning"
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.json")))
+def test_every_provisioning_sample_event_succeeds_and_is_idempotent(aws: None, sample: str) -> None:
+    event = json.loads((SAMPLES / sample).read_text())
+    if sample.startswith("provision_queue-"):
+        assert queue(event) == queue(event) == {"batchItemFailures": []}
+        lines = [provisioning.show("shop-1001", str(line)) for line in ("1", "2")]
+        assert [line["status"] for line in lines] == ["provisioned", "provisioned"]
+    elif sample.startswith("provision_events-"):
+        first = events(event)
+        assert first == events(event) and first["ok"] is True and first["results"][0]["status"] == "provisioned"
+    else:
+        result = provisioning.provision(event)
+        assert provisioning.provision(event) == result and result["status"] == "provisioned"
