@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from pathlib import Path
 
-from chalicelib import config, licenses, models, provisioning
-from chalicelib import keystore
+from chalicelib import config, keystore, licenses, models, provisioning
 from chalicelib.functions import handle_event, handle_queue
 from chalicelib.models import Order, Provisioning
 from tests.conftest import FakeClock, as_function
