@@ -75,7 +75,7 @@ def read_stack(state_dir: Path) -> dict[str, object] | None:
 def settings_for(stage: str, endpoint_url: str | None = None,
                  notifications_topic_arn: str | None = None) -> config.Settings:
     """The settings of ``stage``.  ``local``: the local stack of the state folder (its
-    endpoint and results topic from the running stack unless given; no endpoint when none
+    endpoint and notifications topic from the running stack unless given; no endpoint when none
     runs), never AWS.  Other stages: AWS, in the region botocore resolves."""
     env = environment_for(stage)
     if stage != "local":
@@ -95,7 +95,8 @@ def settings_for(stage: str, endpoint_url: str | None = None,
     return dataclasses.replace(config.from_environment(env, region=LOCAL_REGION), endpoint_url=endpoint_url)
 
 
-def bind(stage: str, endpoint_url: str | None = None, notifications_topic_arn: str | None = None) -> config.Settings:
+def bind(stage: str, endpoint_url: str | None = None,
+         notifications_topic_arn: str | None = None) -> config.Settings:
     """Bind this process to ``stage`` (see :func:`settings_for`)."""
     settings = settings_for(stage, endpoint_url, notifications_topic_arn)
     if stage == "local":  # the local database accepts any signature; never send real credentials to it
