@@ -11,8 +11,9 @@ update, the scrypt work), so answers and timing do not tell whether a user exist
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
@@ -32,20 +33,97 @@ def get(username: str) -> User | None:
         return None
 
 
+class UserCode(StrEnum):
+    """Codes of the operators' user errors.
+
+    They belong in ``errors.Code``; they live here until that module gains them, and
+    the two classes below say so to mypy with one ignore each.
+    """
+
+    USER_EXISTS = "user_exists"
+    UNKNOWN_USER = "unknown_user"
+
+
+class UserExists(errors.KeyturnError):
+    """``add_user`` of a username that is taken: refused, so nobody's password is replaced by mistake."""
+
+    code = UserCode.USER_EXISTS  # type: ignore[assignment]
+    message = "User already exists."
+
+    def __init__(self, username: str) -> None:
+        super().__init__(f"User {username!r} already exists; reset-password gives it a new password.",
+                         detail={"field": "username"})
+
+
+class UnknownUser(errors.KeyturnError):
+    """``reset_password`` of a username nobody has: refused rather than creating a user by a typo."""
+
+    code = UserCode.UNKNOWN_USER  # type: ignore[assignment]
+    message = "Unknown user."
+
+    def __init__(self, username: str) -> None:
+        super().__init__(f"Unknown user {username!r}; add-user creates it.", detail={"field": "username"})
+
+
+def _check_credentials(username: str, password: str) -> None:
+    if not username or len(username) > MAX_USERNAME or not password:
+        raise ValueError(f"username (1-{MAX_USERNAME} characters) and password must not be empty")
+
+
+def _new_password(password: str) -> list[Action]:
+    """The actions that set a password and clear any lockout, whoever calls them."""
+    return [User.password_hash.set(passwords.hash_password(password)),
+            User.failed_logins.set(0), User.failed_window_start.set(0), User.locked_until.set(0)]
+
+
 def set_password(username: str, password: str) -> User:
     """Create ``username`` or reset its password; either way its lock is cleared.
 
     One upsert, so it is safe to run at every ``make run`` start (seeding ``admin``).
     """
-    if not username or len(username) > MAX_USERNAME or not password:
-        raise ValueError(f"username (1-{MAX_USERNAME} characters) and password must not be empty")
+    _check_credentials(username, password)
     user = User(username)
     user.update(actions=[
-        User.password_hash.set(passwords.hash_password(password)),
-        User.failed_logins.set(0), User.failed_window_start.set(0), User.locked_until.set(0),
+        *_new_password(password),
         User.user_id.set(User.user_id | str(uuid.uuid4())),
         User.created_at.set(User.created_at | runtime.now_ms()),
     ])
+    return user
+
+
+def add_user(username: str, password: str) -> User:
+    """Create a user that does not exist yet, or :class:`UserExists`.
+
+    One conditional put: of two operators adding the same name at once exactly one
+    succeeds, and an existing user's password and id are never overwritten (that is
+    :func:`reset_password`'s job, asked for by name).
+    """
+    _check_credentials(username, password)
+    user = User(username, user_id=str(uuid.uuid4()), password_hash=passwords.hash_password(password),
+                failed_logins=0, failed_window_start=0, locked_until=0, created_at=runtime.now_ms())
+    try:
+        user.save(condition=User.username.does_not_exist())
+    except PutError as exc:
+        if condition_failed(exc):
+            raise UserExists(username) from None
+        raise
+    return user
+
+
+def reset_password(username: str, password: str) -> User:
+    """Give an existing user a new password and clear its lockout, or :class:`UnknownUser`.
+
+    One conditional update (the user must exist), so a mistyped name is an error
+    instead of a new account nobody asked for.
+    """
+    _check_credentials(username, password)
+    user = User(username)
+    try:
+        user.update(actions=_new_password(password), condition=User.username.exists())
+    except UpdateError as exc:
+        if condition_failed(exc):
+            raise UnknownUser(username) from None
+        raise
     return user
 
 

@@ -6,32 +6,34 @@ means AWS, with the usual AWS configuration (``AWS_PROFILE`` or credentials, and
 region botocore resolves: ``AWS_DEFAULT_REGION`` or the profile's) and the stage's
 table names and SSM parameters from ``.chalice/config.json``.  Failures are one line on
 standard error and exit status 1.
+
+The order, key and user commands are built from the operator actions
+(``chalicelib.operator``): their names, arguments, help and example come from the
+registry the ``operator`` Lambda function answers with, and each command answers
+through it, so the CLI only reads files, asks for passwords and prints.  The other
+commands (secrets, signing keys, ``set-password``, ``verify-license``) are the CLI's own.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import getpass
 import json
 import os
+import shlex
 import sys
-from datetime import date
-from typing import TYPE_CHECKING, Callable, TypeVar
+import textwrap
+from typing import IO, Any, Callable, Mapping
 
 from chalicelib import config
+from chalicelib import operator as operator_actions
 from tooling import stages
 
-if TYPE_CHECKING:
-    from chalicelib.models import Order
-
-_T = TypeVar("_T")
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+PROG = "python -m tooling.cli"
+CLI_ACTOR = "operator:cli"  # who the operator actions are told acted (for the audit trail to come)
+NO_PASSWORD = "no password: give --password, set KEYTURN_PASSWORD, or run in a terminal to be asked"
 
 
 def _needs_database(stage: str) -> None:
@@ -39,29 +41,20 @@ def _needs_database(stage: str) -> None:
         raise SystemExit(f"the local stack of {stages.local_state_dir()} is not running; start it with `make run`")
 
 
-def mint_key(args: argparse.Namespace) -> str:
-    from chalicelib import keys, keystore
+def read_secret(field: operator_actions.Field, args: argparse.Namespace, *, environ: Mapping[str, str] = os.environ,
+            stdin: IO[str] | None = None, ask: Callable[[str], str] = getpass.getpass) -> str:
+    """A secret field's value: its option, else ``$KEYTURN_PASSWORD``, else asked at a terminal.
 
-    try:
-        return keys.mint(args.type, args.count, args.expires, secret=keystore.license_key_secret())
-    except ValueError as exc:
-        raise SystemExit(f"cannot mint the key: {exc}") from None
-
-
-def set_password(args: argparse.Namespace) -> str:
-    _needs_database(args.stage)
-    from chalicelib import users
-
-    password = args.password or os.environ.get("KEYTURN_PASSWORD")
-    if not password:
-        if not sys.stdin.isatty():
-            raise SystemExit("no password: give --password, set KEYTURN_PASSWORD, or run in a terminal to be asked")
-        password = getpass.getpass(f"password for {args.username}: ")
-    try:
-        user = users.set_password(args.username, password)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
-    return f"user {user.username} ({user.user_id}) can log in; its lock is cleared"
+    The fallbacks keep passwords out of the shell's history; without a terminal to ask
+    at, it is the one-line :data:`NO_PASSWORD` message.
+    """
+    given: str | None = getattr(args, field.name, None) or environ.get("KEYTURN_PASSWORD")
+    if given:
+        return given
+    if not (stdin or sys.stdin).isatty():
+        raise SystemExit(NO_PASSWORD)
+    username = getattr(args, "username", None)
+    return ask(f"{field.name} for {username}: " if username else f"{field.name}: ")
 
 
 def _read_json(source: str) -> object:
@@ -75,65 +68,117 @@ def _read_json(source: str) -> object:
         raise SystemExit(f"{source}: not JSON: {exc}") from None
 
 
-def _show(order: "Order") -> str:
-    from chalicelib import orders
+# --- the operator actions, one subcommand each ---------------------------------------------
 
-    return json.dumps(orders.describe(order), ensure_ascii=False, indent=2)
-
-
-def _domain(call: Callable[[], _T]) -> _T:
-    """Run an operation; a domain error ends the CLI with its message (exit status 1)."""
-    from chalicelib import errors
-
-    try:
-        return call()
-    except errors.KeyturnError as exc:
-        raise SystemExit(exc.message) from None
+def _indented(result: Any) -> str:
+    return json.dumps(result, ensure_ascii=False, indent=2)
 
 
-def create_order(args: argparse.Namespace) -> str:
-    _needs_database(args.stage)
-    from chalicelib import orders
+# How the CLI prints an action's result (default: indented JSON), and what its --help says about it.
+_OUTPUTS: dict[str, tuple[Callable[[Any], str], str]] = {
+    # The README and scripts take the key with `| tail -n 1`: it stays alone on the last line.
+    "create-order": (lambda order: f"{_indented(order)}\n{order['activationKey']}",
+                     "Prints the order as JSON, then its activation key alone as the last line."),
+    "mint-key": (lambda result: str(result["licenseKey"]), "Prints the key as the last line."),
+    "add-user": (lambda user: f"user {user['username']} ({user['userId']}) is created and can log in",
+                 "Prints the user's name and id (never the password)."),
+    "reset-password": (lambda user: f"user {user['username']} ({user['userId']}) has a new password; "
+                                    "its lock is cleared",
+                       "Prints the user's name and id (never the password)."),
+}
+_DEFAULT_OUTPUT: tuple[Callable[[Any], str], str] = (_indented, "Prints the result as JSON.")
 
-    order = _domain(lambda: orders.create_order(_read_json(args.file)))
-    return f"{_show(order)}\n{order.activation_key}"
 
+def run_action(action: operator_actions.Action, args: argparse.Namespace, *,
+               secret: Callable[[operator_actions.Field, argparse.Namespace], str] = read_secret) -> str:
+    """Turn the command line into the action's event and answer it as the operator function does.
 
-def show_order(args: argparse.Namespace) -> str:
-    _needs_database(args.stage)
-    from chalicelib import orders
-
-    return _domain(lambda: _show(orders.get_order(args.key)))
-
-
-def set_enabled(enabled: bool) -> Callable[[argparse.Namespace], str]:
-    def run(args: argparse.Namespace) -> str:
+    Same registry, same validation, same action function: only reading an order file
+    and asking for a password are the CLI's own.  An ``ok: false`` answer ends the CLI
+    with its message on one line (exit status 1); anything unexpected propagates to
+    :func:`main`, whose messages name missing credentials or an undeployed stage.
+    """
+    if action.needs_database:
         _needs_database(args.stage)
-        from chalicelib import orders
+    event: dict[str, Any] = {"action": action.name}
+    for field in action.fields:
+        value = getattr(args, field.name)
+        if field.kind == "object":
+            value = _read_json(value)
+        elif field.secret:
+            value = secret(field, args)
+        if value is not None:  # an option not given: the action's default applies
+            event[field.name] = value
+    answer = operator_actions.ACTIONS.answer(event, CLI_ACTOR)
+    if not answer["ok"]:
+        raise SystemExit(" ".join(str(answer["error"]["message"]).split()))
+    render, _ = _OUTPUTS.get(action.name, _DEFAULT_OUTPUT)
+    return render(answer["result"])
 
-        return _domain(lambda: _show(orders.set_enabled(args.key, enabled)))
 
-    return run
+def _add_field(command: argparse.ArgumentParser, field: operator_actions.Field, *, in_event: bool = True) -> None:
+    """One field as an argparse argument; an action's field's help names the event field it fills."""
+    options: dict[str, Any] = {"help": f"{field.help} (event field {field.name})" if in_event else field.help}
+    if field.choices:
+        options["choices"] = field.choices
+    if field.metavar and field.option:
+        options["metavar"] = field.metavar
+    if field.kind == "integer":
+        options["type"] = int
+    if field.option is None:
+        command.add_argument(field.name, metavar=field.metavar, **options)
+    else:  # a secret is never required here: read_secret falls back to the environment, then a prompt
+        command.add_argument(field.option, dest=field.name, required=field.required and not field.secret,
+                             default=None, **options)
 
 
-def allow_deactivations(args: argparse.Namespace) -> str:
+def example_command(action: operator_actions.Action) -> str:
+    """The action's example event as a command line (secret fields left to the prompt)."""
+    words = [action.name]
+    for field in action.fields:
+        if field.secret:
+            continue
+        value = field.cli_example if field.cli_example is not None else field.example
+        if value is None:
+            continue
+        words.extend([field.option, str(value)] if field.option else [str(value)])
+    return " ".join([PROG, *map(shlex.quote, words)])
+
+
+def _wrapped(text: str) -> str:
+    return textwrap.fill(text, width=88, break_on_hyphens=False)
+
+
+def _epilog(examples: list[str], *notes: str) -> str:
+    """``example:`` and its command lines as they are, then the notes as wrapped paragraphs."""
+    return "\n\n".join(["example:\n" + "\n".join(f"  {line}" for line in examples), *map(_wrapped, notes)])
+
+
+def _add_action(commands: Any, action: operator_actions.Action) -> None:
+    _, prints = _OUTPUTS.get(action.name, _DEFAULT_OUTPUT)
+    event = json.dumps(action.example, ensure_ascii=False)
+    command = commands.add_parser(
+        action.name, help=action.help, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrapped(f"{action.description or _sentence(action.help)} {prints}"),
+        epilog=_epilog([example_command(action)])
+        + f"\n\nthe same as this event to the `operator` Lambda function (docs/operators.md):\n  {event}")
+    for field in action.fields:
+        _add_field(command, field)
+    command.set_defaults(run=functools.partial(run_action, action))
+
+
+# --- the other commands --------------------------------------------------------------------
+
+def set_password(args: argparse.Namespace) -> str:
     _needs_database(args.stage)
-    from chalicelib import orders
+    from chalicelib import users
 
-    if args.total < 0:
-        raise SystemExit("the allowance cannot be negative")
-    return _domain(lambda: _show(orders.allow_deactivations(args.key, args.total)))
-
-
-def revoke_activation(args: argparse.Namespace) -> str:
-    _needs_database(args.stage)
-    from chalicelib import activations, hostids, orders
-
-    def run() -> str:
-        activations.revoke(args.key, hostids.encode_segment(args.hostids))
-        return _show(orders.get_order(args.key))
-
-    return _domain(run)
+    password = read_secret(operator_actions.PASSWORD, args)
+    try:
+        user = users.set_password(args.username, password)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    return f"user {user.username} ({user.user_id}) can log in; its lock is cleared"
 
 
 def signing_keys(args: argparse.Namespace) -> str:
@@ -161,66 +206,70 @@ def rotate_signing_key(args: argparse.Namespace) -> str:
             "(restart `make run`, or wait for new Lambda instances, to sign with it)")
 
 
+VERIFY_EPILOG = _epilog(
+    [f'{PROG} verify-license license.lic --public-key "$PUB" --hostids HOSTNAME=build-01'],
+    "PUB is a publicKey of GET /rest/v1/signing-keys (or of the signing-keys command); give one "
+    "--public-key per published key so files signed before a rotation still verify. Offline: no stage, "
+    "no AWS. Exit status 0 valid, 1 invalid, 2 a usage error.")
+
+
+def verify_license(argv: list[str]) -> int:
+    """The verifier's own CLI (``chalicelib.verifier``, offline); its --help gets this CLI's example."""
+    from chalicelib import verifier
+
+    try:
+        return verifier.main(argv)
+    except SystemExit as exc:
+        if exc.code in (0, None):  # argparse printed the verifier's help and stops
+            print(f"\n{VERIFY_EPILOG}")
+        raise
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _add_command(commands: Any, name: str, run: Callable[[argparse.Namespace], str], help: str,
+                 examples: list[str], description: str = "") -> argparse.ArgumentParser:
+    command: argparse.ArgumentParser = commands.add_parser(
+        name, help=help, description=_wrapped(description or _sentence(help)),
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog(examples))
+    command.set_defaults(run=run)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tooling.cli", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"Every command's --help lists its fields and an example, "
+                                            f"e.g. {PROG} mint-key --help.")
     parser.add_argument("--stage", default="local", help="Chalice stage to act on (default: local)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    mint = commands.add_parser(
-        "mint-key", help="mint a Log Insight-style license key",
-        description="Mint a license key for /api/v1/licenses; prints the key as the last line. "
-                    "The key is signed with the stage's license-key secret and carries its own summary.")
-    mint.add_argument("--type", required=True, choices=["OSI", "CPU", "CORE"], help="what the key counts")
-    mint.add_argument("--count", required=True, type=int, help="units granted; 0 means unlimited")
-    mint.add_argument("--expires", type=_date, default=None, metavar="YYYY-MM-DD",
-                      help="last valid day (UTC); omit for a key that never expires")
-    mint.set_defaults(run=mint_key)
+    for action in operator_actions.ACTIONS:
+        _add_action(commands, action)
 
-    user = commands.add_parser("set-password", help="create a user or reset its password (clears a lockout)")
-    user.add_argument("username")
-    user.add_argument("--password", help="the new password (default: $KEYTURN_PASSWORD, else asked)")
-    user.set_defaults(run=set_password)
-
-    create = commands.add_parser(
-        "create-order", help="create a license order from JSON; prints the activation key last",
-        description="Create a license order. FILE (or - for standard input) holds the order as JSON: customer, "
-                    "product, licenseType, bulkMax, hostid, features, expirationDate, maintenanceEndDate, "
-                    "deactivationsAllowed (see docs/operators.md). Prints the order, then its activation key "
-                    "as the last line.")
-    create.add_argument("file", metavar="FILE|-")
-    create.set_defaults(run=create_order)
-
-    show = commands.add_parser("show-order", help="print an order, its seats and its allowances")
-    show.add_argument("key", metavar="KEY")
-    show.set_defaults(run=show_order)
-    for name, enabled, text in (("disable-order", False, "refuse every end-user call for this order (403)"),
-                                ("enable-order", True, "serve a disabled order again")):
-        toggle = commands.add_parser(name, help=text)
-        toggle.add_argument("key", metavar="KEY")
-        toggle.set_defaults(run=set_enabled(enabled))
-    allow = commands.add_parser(
-        "allow-deactivations", help="set the total number of deactivations end users may make",
-        description="Set the order's deactivation allowance to N in total; deactivations already made count "
-                    "against it, so N below that number allows no more.")
-    allow.add_argument("key", metavar="KEY")
-    allow.add_argument("total", metavar="N", type=int)
-    allow.set_defaults(run=allow_deactivations)
-
-    revoke = commands.add_parser(
-        "revoke-activation", help="free a host's seat (not counted against the deactivation allowance)",
-        description="Delete the license of one host and give its seat back to the order, whatever the "
-                    "order's deactivation allowance. HOSTIDS is the plain text, e.g. HOSTNAME=build-01.")
-    revoke.add_argument("key", metavar="KEY")
-    revoke.add_argument("hostids", metavar="HOSTIDS")
-    revoke.set_defaults(run=revoke_activation)
-
-    keys_command = commands.add_parser("signing-keys", help="print the public keys that verify license files")
-    keys_command.set_defaults(run=signing_keys)
-    init = commands.add_parser("init-secrets", help="create the stage's missing secrets (SSM in AWS; never overwrites)")
-    init.set_defaults(run=init_secrets)
-    rotate = commands.add_parser("rotate-signing-key", help="make a new license-file signing key current")
-    rotate.set_defaults(run=rotate_signing_key)
-
+    user = _add_command(
+        commands, "set-password", set_password, "create a user or reset its password (clears a lockout)",
+        [f"{PROG} set-password admin", f"KEYTURN_PASSWORD=... {PROG} --stage dev set-password ci-bot"],
+        description="Create a user, or give an existing one a new password, and clear its lockout (one upsert: "
+                    "make run seeds admin with it). add-user and reset-password do one of the two and refuse "
+                    "the other. Prints the user's name and id.")
+    for field in (operator_actions.USERNAME, operator_actions.PASSWORD):
+        _add_field(user, field, in_event=False)
+    _add_command(commands, "signing-keys", signing_keys, "print the public keys that verify license files",
+                 [f"{PROG} signing-keys", f"{PROG} --stage dev signing-keys"])
+    _add_command(commands, "init-secrets", init_secrets,
+                 "create the stage's missing secrets (SSM in AWS; never overwrites)",
+                 [f"{PROG} --stage dev init-secrets"],
+                 description="Create the stage's missing secrets: the license-key MAC secret and a first "
+                             "license-file signing key (SSM SecureStrings in AWS, files for the local stack). "
+                             "Existing ones are never overwritten: a new MAC secret would invalidate every key.")
+    _add_command(commands, "rotate-signing-key", rotate_signing_key, "make a new license-file signing key current",
+                 [f"{PROG} --stage prod rotate-signing-key"],
+                 description="Make a new license-file signing key current; the older ones stay published so the "
+                             "files they signed still verify. Running functions pick it up within the secrets' "
+                             "cache time (make run: at its next start).")
     verify = commands.add_parser(
         "verify-license", add_help=False,
         help="check a license file offline (see: verify-license --help)")
@@ -232,14 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command_at = 2 if argv[:1] == ["--stage"] else 1 if argv[:1] and argv[0].startswith("--stage=") else 0
     if argv[command_at:command_at + 1] == ["verify-license"]:  # offline: the verifier's own CLI
-        from chalicelib import verifier
-
-        return verifier.main(argv[command_at + 1:])
+        return verify_license(argv[command_at + 1:])
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], str] = args.run
     try:
         stages.bind(args.stage)
-        print(run(args))
+        # Standard output is the result alone (scripts parse it, or take its last line):
+        # whatever the services write while they work (logs, embedded metrics) goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            output = run(args)
+        print(output)
     except Exception as exc:  # every failure is one line, never a traceback
         message = failure_message(exc, args.stage)
         if message is None:
