@@ -2,7 +2,7 @@
 
 from chalice import Chalice
 
-from chalicelib import entry, functions
+from chalicelib import entry, functions, operator
 from chalicelib.api import common, lac, vrli
 
 # configure_logs=False: the "keyturn" logger is the structured one from chalicelib.logs.
@@ -23,3 +23,8 @@ def provision_queue(event: dict, context: object) -> dict:
 @app.lambda_function(name="provision_events")
 def provision_events(event: dict, context: object) -> dict:
     return functions.handle_event(event, context)
+
+
+@app.lambda_function(name="operator")
+def operator_function(event: dict, context: object) -> dict:
+    return operator.handle(event, actor="operator-function")

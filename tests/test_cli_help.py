@@ -19,6 +19,9 @@ OTHER_COMMANDS: dict[str, list[str]] = {
     "init-secrets": [],
     "rotate-signing-key": [],
     "verify-license": ["FILE", "--public-key", "--hostids"],
+    "provision": ["FILE|-"],
+    "provisioning-show": ["ORDER_ID", "LINE_ITEM"],
+    "invoke": ["NAME", "FILE|-"],
 }
 
 

@@ -67,7 +67,8 @@ def test_alarms_watch_errors_throttles_5xx_dynamodb_throttling_and_dead_letters_
         ("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("AWS/ApiGateway", "5XXError"), (None, None),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible")}
     watched = {a["Dimensions"][0]["Value"] for a in alarms.values() if a.get("Namespace") == "AWS/Lambda"}
-    assert watched == {"keyturn-dev-api", "keyturn-dev-provision-queue", "keyturn-dev-provision-events"}
+    assert watched == {"keyturn-dev-api", "keyturn-dev-provision-queue", "keyturn-dev-provision-events",
+                       "keyturn-dev-operator"}
     for model in ALL_MODELS:  # one alarm a table: a metric-math alarm takes at most 10 metrics
         throttled = alarms[f"{model.__name__}ThrottledAlarm"]["Metrics"]
         assert len(throttled) <= 11 and throttled[-1]["Expression"] == "SUM(METRICS())"

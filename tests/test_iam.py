@@ -99,9 +99,9 @@ def test_every_grant_is_used_by_some_call(recorded: set[Pair]) -> None:
     assert not unused, "grants in tooling/iam.py no call uses:\n" + "\n".join(f"  {a} on {r}" for a, r in unused)
 
 
-# --- the provisioning functions: recorded by tests/test_provisioning.py (as_function) ---------
+# --- the other functions: recorded by their handler tests (tests/conftest.py's as_function) ---
 
-FUNCTION_TESTS = ["tests/test_provisioning.py"]
+FUNCTION_TESTS = ["tests/test_provisioning.py", "tests/test_operator.py"]
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +125,11 @@ def function_policy(name: str) -> dict[str, Any]:
     return resolved
 
 
-@pytest.mark.parametrize("name", ["provision-queue", "provision-events"])
-def test_each_provisioning_function_is_allowed_exactly_what_its_code_calls(
+@pytest.mark.parametrize("name", ["provision-queue", "provision-events", "operator"])
+def test_each_other_function_is_allowed_exactly_what_its_code_calls(
         name: str, function_calls: dict[str, set[Pair]]) -> None:
     recorded = function_calls.get(name, set())
-    assert {"dynamodb:PutItem", "ssm:GetParameter", "sns:Publish"} <= {a for a, _ in recorded}, sorted(recorded)
+    assert {"dynamodb:PutItem", "ssm:GetParameter"} <= {a for a, _ in recorded}, sorted(recorded)
     allowed = grants(function_policy(name))
     missing = sorted(call for call in recorded if not any(covers(grant, call) for grant in allowed))
     assert not missing, f"calls {name} makes that tooling/iam.py does not allow:\n" + "\n".join(

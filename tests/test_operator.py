@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from chalicelib import activations, errors, keys, keystore, models, operator, orders, users
-from tests.conftest import FakeClock
+from chalicelib import activations, config, errors, keys, keystore, models, operator, orders, users
+from tests.conftest import FakeClock, as_function
 from tests.samples import segment
 from tooling import cli
 
@@ -40,7 +40,8 @@ def sample(name: str, **values: Any) -> dict[str, Any]:
 
 
 def ok(event: object) -> Any:
-    answer = operator.handle(event, "operator:test")
+    with as_function("operator"):  # the operator function's calls, for tests/test_iam.py
+        answer = operator.handle(event, "operator:test")
     assert answer["ok"] is True, answer
     assert answer["action"] == event["action"]  # type: ignore[index]
     json.dumps(answer)  # what Lambda returns must be JSON
@@ -125,6 +126,15 @@ def test_the_mint_key_sample_mints_its_key(aws: None) -> None:
     assert list(result) == ["licenseKey"]
     summary = keys.decode(result["licenseKey"], secret=keystore.license_key_secret())
     assert (summary.type_enum, summary.count, summary.expires) == (keys.KeyType.OSI, 10, date(2027, 12, 31))
+
+
+def test_the_mint_key_sample_mints_with_the_deployed_stages_ssm_secret(
+        aws: None, rebind: Callable[..., config.Settings]) -> None:
+    rebind(local_dir=None, ssm_prefix="/keyturn/test/")
+    keystore.init_ssm_secrets("/keyturn/test/")
+    keystore.clear_cache()  # the function reads the secret itself
+    result = ok(sample("mint-key"))
+    assert keys.decode(result["licenseKey"], secret=keystore.license_key_secret()).count == 10
 
 
 def test_mint_key_without_an_expiry_mints_a_key_that_never_expires(aws: None) -> None:

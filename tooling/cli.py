@@ -181,6 +181,13 @@ def set_password(args: argparse.Namespace) -> str:
     return f"user {user.username} ({user.user_id}) can log in; its lock is cleared"
 
 
+def _customer_key(stage: str) -> str | None:
+    """The KMS key the deployed stage's SecureStrings use (``keyturn_deploy.ssm_kms_key_arn``), or None."""
+    from tooling import template
+
+    return template.deployment(stage).ssm_kms_key_arn
+
+
 def signing_keys(args: argparse.Namespace) -> str:
     from chalicelib import keystore
 
@@ -194,16 +201,78 @@ def init_secrets(args: argparse.Namespace) -> str:
     if current.local_dir is not None:
         keystore.ensure_local_secrets(current.local_dir)
         return f"local secrets are in {current.local_dir / 'secrets'}"
-    created = keystore.init_ssm_secrets(current.ssm_prefix)
+    created = keystore.init_ssm_secrets(current.ssm_prefix, kms_key_id=_customer_key(args.stage))
     return "created " + ", ".join(created) if created else "every secret already exists; nothing changed"
 
 
 def rotate_signing_key(args: argparse.Namespace) -> str:
     from chalicelib import keystore
 
-    key = keystore.rotate_signing_key()
+    key = keystore.rotate_signing_key(kms_key_id=_customer_key(args.stage) if args.stage != "local" else None)
     return (f"new signing key {key.kid} is current; older keys stay published for files they signed "
             "(restart `make run`, or wait for new Lambda instances, to sign with it)")
+
+
+def provision(args: argparse.Namespace) -> str:
+    """One event through the provisioning service, as the functions feed it: its result, as JSON."""
+    _needs_database(args.stage)
+    import uuid
+
+    from chalicelib import provisioning
+    from chalicelib.functions import line_of
+
+    line = line_of(_read_json(args.file))
+    try:
+        return json.dumps(provisioning.provision(line), ensure_ascii=False)
+    except provisioning.Rejected as exc:
+        provisioning.reject(exc.message, message_id=f"cli:{uuid.uuid4()}", data=line)
+        raise SystemExit(exc.message) from None
+
+
+def provisioning_show(args: argparse.Namespace) -> str:
+    """The stored result of a line (or a list of every line of the order): JSON only."""
+    _needs_database(args.stage)
+    from chalicelib import provisioning
+
+    found = provisioning.show(args.order_id, args.line_item)
+    if found is None:
+        line = f"line {args.line_item} of " if args.line_item is not None else ""
+        raise SystemExit(f"no provisioning event was seen for {line}order {args.order_id}")
+    return json.dumps(found, ensure_ascii=False)
+
+
+FUNCTIONS = ("operator", "provision_queue", "provision_events")
+
+
+class _InvokeContext:
+    """What a function may read of Lambda's context object, for a local run."""
+
+    def __init__(self, name: str) -> None:
+        import uuid
+
+        self.function_name = f"keyturn-local-{name}"
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 512
+        self.aws_request_id = str(uuid.uuid4())
+        self.invoked_function_arn = f"arn:aws:lambda:{stages.LOCAL_REGION}:000000000000:function:{self.function_name}"
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 28_000
+
+
+def invoke(args: argparse.Namespace) -> str:
+    """Run the app's Lambda function NAME with an event, as ``sam local invoke`` would: its return value."""
+    if args.stage != "local":
+        raise SystemExit("invoke runs the functions locally, on the local stack; for a deployed stage use the "
+                         "Lambda console's Test tab or `aws lambda invoke`")
+    _needs_database(args.stage)
+    event = _read_json(args.file)
+    from app import app
+
+    handler = app.handler_map[args.name]
+    return json.dumps(handler(event, _InvokeContext(args.name)), ensure_ascii=False, separators=(",", ":"))
 
 
 VERIFY_EPILOG = _epilog(
@@ -270,6 +339,34 @@ def build_parser() -> argparse.ArgumentParser:
                  description="Make a new license-file signing key current; the older ones stay published so the "
                              "files they signed still verify. Running functions pick it up within the secrets' "
                              "cache time (make run: at its next start).")
+    shown = _add_command(
+        commands, "provisioning-show", provisioning_show,
+        "print what became of a shop order's line (or of every line): the stored result, as JSON",
+        [f"{PROG} provisioning-show shop-1001 1", f"{PROG} --stage dev provisioning-show shop-1001"],
+        description="Print the stored result of one line of a shop's order, exactly as every delivery of its event "
+                    "reported it (the activation key or license key, or the reason it was rejected), or without "
+                    "LINE_ITEM a JSON list of every line of the order. Exit status 1 when no event of that order "
+                    "was ever seen.")
+    shown.add_argument("order_id", metavar="ORDER_ID", help="the event's orderId")
+    shown.add_argument("line_item", metavar="LINE_ITEM", nargs="?", help="the event's lineItem (default: every line)")
+    fed = _add_command(
+        commands, "provision", provision, "feed one provisioning event through the same service the functions use",
+        [f"{PROG} provision events/provisioning/order-line.json", f"... | {PROG} --stage dev provision -"],
+        description="Provision one order line (Keyturn's provisioning JSON, or a whole EventBridge event whose "
+                    "detail is the line), exactly once: the same orderId and lineItem always give the same result. "
+                    "Prints the result as JSON; a rejected event is recorded with its reason, which is printed, "
+                    "exit status 1.")
+    fed.add_argument("file", metavar="FILE|-", help="the event as JSON (- reads standard input)")
+    invoked = _add_command(
+        commands, "invoke", invoke, "run one of the app's Lambda functions locally with an event",
+        [f"{PROG} invoke provision_queue events/provisioning/provision_queue-order-and-key.json",
+         f"{PROG} invoke operator events/operator/mint-key.json"],
+        description="Run the app's Lambda function NAME (operator, provision_queue, provision_events) with the "
+                    "event in FILE against the local stack, as `sam local invoke` would: the function's return "
+                    "value is the last line of standard output, as compact JSON (logs go to standard error). "
+                    "Exit status 0 whenever the function returned, {\"ok\": false} included.")
+    invoked.add_argument("name", metavar="NAME", choices=FUNCTIONS, help="the function: " + ", ".join(FUNCTIONS))
+    invoked.add_argument("file", metavar="FILE|-", help="the event as JSON (- reads standard input)")
     verify = commands.add_parser(
         "verify-license", add_help=False,
         help="check a license file offline (see: verify-license --help)")

@@ -69,8 +69,17 @@ PROVISION_EVENTS = FunctionGrants(
     queues={"provisioning-dlq": ("sqs:SendMessage",)},  # the on-failure destination
 )
 
+OPERATOR = FunctionGrants(
+    tables={
+        "orders": ("BatchGetItem", "GetItem", "PutItem", "UpdateItem"),  # create, show, enable/disable, allow, revoke
+        "activations": ("BatchGetItem", "DeleteItem"),  # revoke-activation (in its transaction)
+        "users": ("PutItem", "UpdateItem"),  # add-user (conditional put), reset-password
+    },
+    ssm_parameters=("license-key-secret",),  # mint-key
+)
+
 FUNCTIONS: dict[str, FunctionGrants] = {"api": API, "provision-queue": PROVISION_QUEUE,
-                                        "provision-events": PROVISION_EVENTS}
+                                        "provision-events": PROVISION_EVENTS, "operator": OPERATOR}
 
 
 def services(grants: FunctionGrants) -> set[str]:

@@ -178,6 +178,7 @@ FUNCTIONS = (
              "ProvisionQueueLogGroup", "ProvisionQueue"),
     Function("ProvisionEvents", "provision-events", iam.PROVISION_EVENTS, "ProvisionEventsRole",
              "ProvisionEventsLogGroup", "ProvisionEvents"),
+    Function("Operator", "operator", iam.OPERATOR, "OperatorRole", "OperatorLogGroup", "Operator"),
 )
 NOTIFICATIONS_TOPIC, QUEUE, DEAD_LETTER_QUEUE = "NotificationsTopic", "ProvisioningQueue", "ProvisioningDeadLetterQueue"
 MAX_RECEIVES = 5  # deliveries of a message before it moves to the dead-letter queue

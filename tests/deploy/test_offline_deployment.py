@@ -503,3 +503,23 @@ def test_the_provisioning_functions_provision_once_under_their_own_policies(
         published += [json.loads(m["Body"]) for m in batch_of]
     assert {(p["lineItem"], p["status"]) for p in published if p.get("orderId") == "offline-1"} == {
         ("1", "provisioned"), ("2", "provisioned"), ("3", "rejected")}
+
+
+def test_the_operator_function_serves_its_sample_events_under_its_own_policy(
+        deployed: Deployed, package: Path, tmp_path: Path) -> None:
+    samples = harness.PROJECT / "events" / "operator"
+    created_event = json.loads((samples / "create-order.json").read_text())
+    (created,), logs = _run_function(deployed, package, "Operator", [created_event], tmp_path)
+    assert created["ok"] is True, created
+    key = created["result"]["activationKey"]
+    events = [{**json.loads((samples / f"{name}.json").read_text()), "activationKey": key}
+              for name in ("show-order", "disable-order", "enable-order")]
+    events.append(json.loads((samples / "mint-key.json").read_text()))
+    events.append({"action": "show-order", "activationKey": "not a key"})
+    answers, more_logs = _run_function(deployed, package, "Operator", events, tmp_path)
+    assert _refused(logs + more_logs) == []
+    assert [(a["ok"], a.get("action")) for a in answers] == [
+        (True, "show-order"), (True, "disable-order"), (True, "enable-order"), (True, "mint-key"), (False, None)]
+    assert [a["result"]["enabled"] for a in answers[:3]] == [True, False, True]
+    assert answers[-1] == {"ok": False, "error": {"code": "invalid_activation_key",
+                                                  "message": "Invalid activation key specified."}}

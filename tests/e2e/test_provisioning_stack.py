@@ -1,0 +1,71 @@
+"""Provisioning on the real local stack: concurrent deliveries from several processes give one order."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+from pathlib import Path
+from typing import Iterator
+
+import boto3
+import pytest
+
+from tests.e2e.stack import LocalStack, cli
+
+pytestmark = pytest.mark.e2e
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    running = LocalStack(tmp_path_factory.mktemp("provisioning") / "state").start()
+    yield running
+    running.stop()
+
+
+def test_one_event_delivered_by_eight_processes_at_once_provisions_one_order(stack: LocalStack) -> None:
+    line = {**json.loads((EVENTS / "provisioning" / "order-line.json").read_text()), "orderId": "race-1"}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # each delivery is its own CLI process
+        runs = list(pool.map(lambda _: cli(stack.state_dir, "provision", "-", stdin=json.dumps(line)), range(8)))
+    assert [r.returncode for r in runs] == [0] * 8, [r.stderr for r in runs]
+    results = [json.loads(r.stdout.strip().splitlines()[-1]) for r in runs]
+    assert all(result == results[0] for result in results)  # every delivery reports the same result
+    dynamodb = boto3.client("dynamodb", endpoint_url=stack.recorded["dynamodb_endpoint"], region_name="us-east-1",
+                            aws_access_key_id="local", aws_secret_access_key="local")
+    orders = [i for i in dynamodb.scan(TableName="keyturn-local-orders")["Items"]
+              if i.get("external_order_id", {}).get("S") == "keyturn#race-1"]
+    assert [o["activation_key"]["S"] for o in orders] == [results[0]["activationKey"]]
+    shown = cli(stack.state_dir, "provisioning-show", "race-1", "1")
+    assert (shown.returncode, json.loads(shown.stdout)) == (0, results[0])
+
+
+def test_the_local_functions_run_as_lambda_would_with_the_sample_events(stack: LocalStack) -> None:
+    queued = cli(stack.state_dir, "invoke", "provision_queue",
+                 str(EVENTS / "provisioning" / "provision_queue-order-and-key.json"))
+    assert queued.returncode == 0, queued.stderr
+    assert queued.stdout.strip().splitlines()[-1] == '{"batchItemFailures":[]}'
+    evented = cli(stack.state_dir, "invoke", "provision_events",
+                  str(EVENTS / "provisioning" / "provision_events-order-placed.json"))
+    answer = json.loads(evented.stdout.strip().splitlines()[-1])
+    assert evented.returncode == 0 and answer["ok"] is True and answer["results"][0]["orderId"] == "shop-1001"
+    listed = cli(stack.state_dir, "provisioning-show", "shop-1001")
+    assert [line["lineItem"] for line in json.loads(listed.stdout)] == ["1", "2"]
+    never = cli(stack.state_dir, "provisioning-show", "no-such-order")
+    assert (never.returncode, never.stdout, never.stderr.strip()) == (
+        1, "", "no provisioning event was seen for order no-such-order")
+
+
+def test_results_are_published_to_the_local_topic(stack: LocalStack) -> None:
+    endpoint = str(stack.recorded["dynamodb_endpoint"])
+    aws = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "local",
+           "aws_secret_access_key": "local"}
+    sqs, sns = boto3.client("sqs", **aws), boto3.client("sns", **aws)
+    mailer = sqs.create_queue(QueueName="local-mailer")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=mailer, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=str(stack.recorded["notifications_topic_arn"]), Protocol="sqs", Endpoint=arn,
+                  Attributes={"RawMessageDelivery": "true"})
+    line = {**json.loads((EVENTS / "provisioning" / "key-line.json").read_text()), "orderId": "published-1"}
+    provisioned = cli(stack.state_dir, "provision", "-", stdin=json.dumps(line))
+    assert provisioned.returncode == 0, provisioned.stderr
+    (message,) = sqs.receive_message(QueueUrl=mailer, MaxNumberOfMessages=10)["Messages"]
+    assert json.loads(message["Body"]) == json.loads(provisioned.stdout.strip().splitlines()[-1])
