@@ -13,7 +13,6 @@ one read request and no write, and a new activation one read plus one transactio
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 import time
@@ -24,9 +23,9 @@ from typing import Any, Callable, NoReturn
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib import errors, hostids, keystore, runtime, seats
+from chalicelib import audit, errors, hostids, keystore, runtime, seats
 from chalicelib.config import current
-from chalicelib.models import CONFLICT_ATTEMPTS, Activation, Order, connection, reason_codes, retrying_conflicts
+from chalicelib.models import CONFLICT_ATTEMPTS, Activation, AuditHead, Order, connection
 
 STATES = ("success", "failed", "in_progress")
 
@@ -39,6 +38,7 @@ class Lookup:
     activation: Activation | None
     hostids: tuple[hostids.HostId, ...]
     hostids_key: str
+    audit_head: AuditHead | None = None
 
 
 KEY_PATTERN = re.compile(r"[0-9A-Z]{5}(-[0-9A-Z]{5}){3}")
@@ -71,16 +71,25 @@ def _read(activation_key: str, segment: str) -> Lookup:
         raise
     order_get = Order.get_operation_kwargs_from_class(key)
     activation_get = Activation.get_operation_kwargs_from_class(key, hostids_key)
+    head_get = audit.head_key(entity_of(key, hostids_key))  # the host's audit chain, for the change to come
     found = batch_get(connection().dispatch, {
         order_get["TableName"]: {"Keys": [order_get["Key"]], "ConsistentRead": True},
         activation_get["TableName"]: {"Keys": [activation_get["Key"]], "ConsistentRead": True},
+        head_get["TableName"]: {"Keys": [head_get["Key"]], "ConsistentRead": True},
     })
     orders = found.get(order_get["TableName"], [])
     if not orders:
         raise errors.InvalidActivationKey()
     stored = found.get(activation_get["TableName"], [])
     activation = Activation.from_raw_data(stored[0]) if stored else None
-    return Lookup(Order.from_raw_data(orders[0]), activation, ids, hostids_key)
+    heads = found.get(head_get["TableName"], [])
+    return Lookup(Order.from_raw_data(orders[0]), activation, ids, hostids_key,
+                  audit.head_from_raw(heads[0] if heads else None))
+
+
+def entity_of(activation_key: str, hostids_key: str) -> str:
+    """The audit entity of one host's seat on an order: its activations, deactivations, revocations."""
+    return f"activation#{activation_key}#{hostids_key}"
 
 
 def batch_get(dispatch: Callable[[str, dict[str, Any]], dict[str, Any]],
@@ -132,9 +141,9 @@ def activate(activation_key: str, segment: str) -> Activation:
         hostids.check_template(lookup.hostids, lookup.order.hostid.as_dict())
         activation = _new_activation(lookup)
         try:
-            taken = retrying_conflicts(functools.partial(_take_seat, activation))
+            taken = _take_seat(activation, lookup.audit_head)
         except TransactWriteError as exc:
-            host_reason, order_reason = (reason_codes(exc) + [None, None])[:2]
+            host_reason, order_reason = (audit.change_reasons(exc, deletes_and_puts=1) + [None, None])[:2]
             if host_reason == "ConditionalCheckFailed":
                 continue  # the same host won a race: read its license (or try again if it is gone)
             if order_reason == "ConditionalCheckFailed":
@@ -162,14 +171,18 @@ def _new_activation(lookup: Lookup) -> Activation:
     )
 
 
-def _take_seat(activation: Activation) -> Activation:
+def _take_seat(activation: Activation, head: AuditHead | None) -> Activation:
     # The whole invariant: the host has no seat yet, and the order still has one to give.
     seat_is_free = ((Order.activated_licenses < Order.bulk_max) & (Order.enabled == True)  # noqa: E712
                     & Order.activation_key.exists())
-    with TransactWrite(connection=connection()) as write:
+
+    def change(write: TransactWrite) -> None:
         write.save(activation, condition=Activation.hostids_key.does_not_exist())
         write.update(Order(activation.activation_key), actions=[Order.activated_licenses.add(1)],
                      condition=seat_is_free)
+
+    audit.transact(entity_of(activation.activation_key, activation.hostids_key), "activated",
+                   {"hostids": activation.hostids, "kid": activation.kid}, change, head=head)
     return activation
 
 
@@ -204,7 +217,7 @@ def deactivate(activation_key: str, segment: str) -> None:
     # A seat to give back, an allowance left, and the order still enabled.
     may_deactivate = ((Order.activated_licenses > 0) & (Order.enabled == True)  # noqa: E712
                       & (Order.deactivations_used < Order.deactivations_allowed))
-    _free_seat(lookup, may_deactivate, [Order.deactivations_used.add(1)], errors.CannotDeactivate)
+    _free_seat(lookup, may_deactivate, [Order.deactivations_used.add(1)], errors.CannotDeactivate, "deactivated")
     seats.released(lookup.order)
 
 
@@ -213,24 +226,25 @@ def revoke(activation_key: str, segment: str) -> None:
     lookup = _read(activation_key, segment)
     if lookup.activation is None:
         raise errors.LicenseDoesNotExist()
-    _free_seat(lookup, Order.activated_licenses > 0, [], errors.LicenseDoesNotExist)
+    _free_seat(lookup, Order.activated_licenses > 0, [], errors.LicenseDoesNotExist, "revoked")
     seats.released(lookup.order)
 
 
 def _free_seat(lookup: Lookup, condition: Any, extra_actions: list[Any],
-               refused: Callable[[], errors.KeyturnError]) -> None:
+               refused: Callable[[], errors.KeyturnError], action: str) -> None:
     order_key = lookup.order.activation_key
 
-    def attempt() -> None:
-        with TransactWrite(connection=connection()) as write:
-            write.delete(Activation(order_key, lookup.hostids_key), condition=Activation.hostids_key.exists())
-            write.update(Order(order_key), condition=condition & Order.activation_key.exists(),
-                         actions=[Order.activated_licenses.add(-1), *extra_actions])
+    def change(write: TransactWrite) -> None:
+        write.delete(Activation(order_key, lookup.hostids_key), condition=Activation.hostids_key.exists())
+        write.update(Order(order_key), condition=condition & Order.activation_key.exists(),
+                     actions=[Order.activated_licenses.add(-1), *extra_actions])
 
+    hostids_sent = lookup.activation.hostids if lookup.activation is not None else []
     try:
-        retrying_conflicts(attempt)
+        audit.transact(entity_of(order_key, lookup.hostids_key), action, {"hostids": hostids_sent}, change,
+                       head=lookup.audit_head)
     except TransactWriteError as exc:
-        host_reason, order_reason = (reason_codes(exc) + [None, None])[:2]
+        host_reason, order_reason = (audit.change_reasons(exc, deletes_and_puts=1) + [None, None])[:2]
         if host_reason == "ConditionalCheckFailed":
             raise errors.LicenseDoesNotExist() from None
         if order_reason == "ConditionalCheckFailed":

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chalicelib import provisioning
+from chalicelib import audit, provisioning
 from chalicelib.logs import logger
 
 
@@ -56,7 +56,8 @@ def handle_queue(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     def record_handler(record: SQSRecord) -> dict[str, Any]:
         logger.append_keys(message_id=record.message_id)
         try:
-            return provision_message(record.message_id, record.body)
+            with audit.acting_as(f"event:sqs:{record.message_id}"):
+                return provision_message(record.message_id, record.body)
         finally:
             logger.remove_keys(["message_id"])
 
@@ -69,9 +70,10 @@ def handle_queue(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 def handle_event(event: Any, context: Any = None) -> dict[str, Any]:
     event_id = str(event.get("id", "")) if isinstance(event, dict) else ""
     line = line_of(event) if isinstance(event, dict) else None
-    try:
-        return {"ok": True, "results": [provisioning.provision(line)]}
-    except provisioning.Rejected as exc:
-        provisioning.reject(exc.message, message_id=f"event:{event_id or 'unnamed'}", data=line)
-        return {"ok": False, "error": {"code": exc.code.value, "message": exc.message}}
+    with audit.acting_as(f"event:eventbridge:{event_id or 'unnamed'}"):
+        try:
+            return {"ok": True, "results": [provisioning.provision(line)]}
+        except provisioning.Rejected as exc:
+            provisioning.reject(exc.message, message_id=f"event:{event_id or 'unnamed'}", data=line)
+            return {"ok": False, "error": {"code": exc.code.value, "message": exc.message}}
 

@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any, Iterable
 
-from pynamodb.exceptions import DeleteError, PutError
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
 
-from chalicelib import errors, keys, keystore, runtime
-from chalicelib.models import LicenseKey, condition_failed
+from chalicelib import audit, errors, keys, keystore, runtime
+from chalicelib.models import LicenseKey
 
 
 def new_item(key: Any, *, added_by: str | None = None) -> LicenseKey:
@@ -24,16 +25,29 @@ def new_item(key: Any, *, added_by: str | None = None) -> LicenseKey:
     )
 
 
+def entity_of(license_key: str) -> str:
+    return f"license-key#{license_key}"
+
+
 def add(key: Any, *, added_by: str | None = None) -> LicenseKey:
-    """Store a valid key once: a second copy (even a racing one) is ``LicenseExists``."""
+    """Store a valid key once, audited: a second copy (even a racing one) is ``LicenseExists``."""
     item = new_item(key, added_by=added_by)
+
+    def change(transaction: TransactWrite) -> None:
+        transaction.save(item, condition=LicenseKey.license_key.does_not_exist())
+
     try:
-        item.save(condition=LicenseKey.license_key.does_not_exist())
-    except PutError as exc:
-        if condition_failed(exc):
+        audit.transact(entity_of(item.license_key), "key-added", _audited(item), change)
+    except TransactWriteError as exc:
+        if audit.change_reasons(exc, deletes_and_puts=1)[:1] == ["ConditionalCheckFailed"]:
             raise errors.LicenseExists() from None
         raise
     return item
+
+
+def _audited(item: LicenseKey) -> dict[str, Any]:
+    return {"licenseId": item.license_id, "typeEnum": item.type_enum, "count": int(item.units),
+            "expirationDate": int(item.expiration_date), "serial": int(item.serial)}
 
 
 def all_keys() -> list[LicenseKey]:
@@ -49,11 +63,15 @@ def find(license_id: str) -> LicenseKey:
 
 def delete(license_id: str) -> None:
     item = find(license_id)
+
+    def change(transaction: TransactWrite) -> None:
+        transaction.delete(item, condition=LicenseKey.license_id == license_id)
+
     try:
-        item.delete(condition=LicenseKey.license_id == license_id)
-    except DeleteError as exc:
-        if condition_failed(exc):  # deleted (or deleted and re-added) meanwhile
-            raise errors.LicenseNotFound() from None
+        audit.transact(entity_of(item.license_key), "key-deleted", _audited(item), change)
+    except TransactWriteError as exc:
+        if audit.change_reasons(exc, deletes_and_puts=1)[:1] == ["ConditionalCheckFailed"]:
+            raise errors.LicenseNotFound() from None  # deleted (or deleted and re-added) meanwhile
         raise
 
 

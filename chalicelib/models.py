@@ -186,7 +186,40 @@ class Provisioning(Model):
     created_at = NumberAttribute()
 
 
-ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation, Provisioning)
+class AuditRecord(Model):
+    """One state change, append-only: put once under the condition that its place is free, never updated.
+
+    Key: the entity (``order#<key>``, ``user#<name>``, ...) + its sequence number, from 1.
+    ``digest`` is the SHA-256 of the record's fields and ``prev``, the digest of the
+    entity's previous record (``audit.verify`` checks the chain).
+    """
+
+    class Meta(_Meta):
+        table_suffix = "audit"
+
+    entity = UnicodeAttribute(hash_key=True)
+    seq = NumberAttribute(range_key=True)
+    at = NumberAttribute()
+    actor = UnicodeAttribute()
+    action = UnicodeAttribute()
+    detail = UnicodeAttribute()  # JSON
+    prev = UnicodeAttribute()
+    digest = UnicodeAttribute()
+
+
+class AuditHead(Model):
+    """The last record of an entity's chain: moved only under the condition that it is still the one read."""
+
+    class Meta(_Meta):
+        table_suffix = "audit-heads"
+
+    entity = UnicodeAttribute(hash_key=True)
+    seq = NumberAttribute()
+    digest = UnicodeAttribute()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation, Provisioning, AuditRecord,
+                                       AuditHead)
 
 _lock = threading.Lock()
 _shared: Connection | None = None

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
-from chalicelib import errors, keys, users
+from chalicelib import audit, errors, keys, users
 from chalicelib.logs import logger
 
 UNKNOWN_ACTION = "unknown_action"  # an errors.Code member once that module gains it
@@ -165,8 +165,12 @@ class Registry:
 
         The CLI calls this, so its own one-line messages for missing credentials or an
         undeployed stage still apply; ``actor`` (``operator:cli``, the function's
-        caller) is for the audit trail that is not built yet.
+        caller) is who the audit trail records.
         """
+        with audit.acting_as(actor):  # every change the action makes is recorded as this actor's
+            return self._answer(event)
+
+    def _answer(self, event: object) -> dict[str, Any]:
         if not isinstance(event, dict):
             return _failure(errors.Code.BAD_JSON.value, f'The event must be a JSON object: {{"action": ..., '
                                                         f"<its fields>}}; known actions: {self._known()}.")
@@ -290,6 +294,8 @@ EXPIRES = Field("expires", "date", "last valid day (UTC) as YYYY-MM-DD; null, or
                 minimum=keys.EPOCH + timedelta(days=1), maximum=keys.MAX_EXPIRY)
 USERNAME = Field("username", "text", "the user's login name", "alice", metavar="USER",
                  min_length=1, max_length=users.MAX_USERNAME)
+ENTITY = Field("entity", "text", "whose chain: order#KEY, activation#KEY#HOSTIDS, license-key#KEY, user#NAME, "
+               "message#ID", "order#7K2QF-M4XDA-9PLTB-ZC3WE", metavar="ENTITY", min_length=3, max_length=2048)
 PASSWORD = Field("password", "text", "the password (CLI: else $KEYTURN_PASSWORD, else asked at a terminal)",
                  "<password>", option="--password", min_length=1, secret=True)
 
@@ -299,6 +305,14 @@ def _key(fields: Mapping[str, Any]) -> str:
     from chalicelib import activations
 
     return activations.normalise_key(fields["activationKey"])
+
+
+def _show_audit(fields: dict[str, Any]) -> dict[str, Any]:
+    return {"entity": fields["entity"], "records": audit.show(fields["entity"])}
+
+
+def _verify_audit(fields: dict[str, Any]) -> dict[str, Any]:
+    return audit.verify(fields["entity"])
 
 
 def _create_order(fields: dict[str, Any]) -> dict[str, Any]:
@@ -384,13 +398,19 @@ ACTIONS = Registry([
            (USERNAME, PASSWORD), _reset_password,
            description="Set the password of an existing user and clear its login lockout. An unknown username "
                        "is refused (add-user creates users), so a typo does not create an account."),
+    Action("show-audit", "show the audit trail of one entity: who changed what, when", (ENTITY,), _show_audit,
+           description="Print every audit record of one entity, oldest first: when (ms), who (user, operator, "
+                       "event), what, and the digests that chain them."),
+    Action("verify-audit", "check an entity's audit trail and name the first bad record", (ENTITY,), _verify_audit,
+           description="Check the chain of one entity's audit records: an edited, removed or reordered record is "
+                       "named (firstBad) with the reason; ok is true when the chain is intact."),
 ])
 
 
 def handle(event: object, actor: str) -> dict[str, Any]:
     """Answer one operator event (the ``operator`` Lambda function's body); see the module's docstring.
 
-    ``actor`` says who sent it (``operator:cli``, the function's caller); it is recorded
-    nowhere yet and is kept in the signature for the audit trail.
+    ``actor`` says who sent it (``operator:cli``, the function's caller): the audit
+    trail records it with every change the action makes.
     """
     return ACTIONS.handle(event, actor)

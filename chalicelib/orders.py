@@ -5,12 +5,14 @@ Plain functions shared by the operator CLI, the operator Lambda and provisioning
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.transactions import TransactWrite
 
-from chalicelib import errors, runtime
-from chalicelib.models import Order, condition_failed
+from chalicelib import audit, errors, runtime
+from chalicelib.models import Order
 
 if TYPE_CHECKING:  # pydantic is imported only where orders are created
     from chalicelib.orderspec import OrderSpec
@@ -63,16 +65,29 @@ def build_order(spec: "OrderSpec", *, external_order_id: str | None = None) -> O
 
 
 def store(order: Order) -> Order:
-    """Put a new order; a (vanishingly unlikely) key collision draws a new key."""
+    """Put a new order, with its first audit record; a (vanishingly unlikely) key collision draws a new key."""
     for _ in range(_ATTEMPTS):
         try:
-            order.save(condition=Order.activation_key.does_not_exist())
+            audit.transact(f"order#{order.activation_key}", "order-created", describe(order), functools.partial(
+                _put_new, order), head=None)
             return order
-        except PutError as exc:
-            if not condition_failed(exc):
+        except TransactWriteError:
+            if not _exists(order.activation_key):
                 raise
             order.activation_key = new_activation_key()
     raise RuntimeError("could not draw an unused activation key")
+
+
+def _put_new(order: Order, transaction: TransactWrite) -> None:
+    transaction.save(order, condition=Order.activation_key.does_not_exist())
+
+
+def _exists(activation_key: str) -> bool:
+    try:
+        Order.get(activation_key, consistent_read=True)
+    except DoesNotExist:
+        return False
+    return True
 
 
 def get_order(activation_key: str) -> Order:
@@ -82,28 +97,34 @@ def get_order(activation_key: str) -> Order:
         raise errors.InvalidActivationKey() from None
 
 
-def _update(activation_key: str, actions: list[Any]) -> Order:
-    """Apply ``actions`` to an existing order; returns the order as stored afterwards."""
-    order = Order(activation_key.strip().upper())
+def _update(activation_key: str, actions: list[Any], action: str, detail: dict[str, Any]) -> Order:
+    """Apply ``actions`` to an existing order, audited; returns the order as stored afterwards."""
+    key = activation_key.strip().upper()
+
+    def change(transaction: TransactWrite) -> None:
+        transaction.update(Order(key), actions=actions, condition=Order.activation_key.exists())
+
     try:
-        order.update(actions=actions, condition=Order.activation_key.exists())
-    except UpdateError as exc:
-        if condition_failed(exc):
+        audit.transact(f"order#{key}", action, detail, change)
+    except TransactWriteError:
+        if not _exists(key):
             raise errors.InvalidActivationKey() from None
         raise
-    return order
+    return get_order(key)
 
 
 def set_enabled(activation_key: str, enabled: bool) -> Order:
     """Disable (every end-user call then answers 403) or enable an order again."""
-    return _update(activation_key, [Order.enabled.set(enabled)])
+    return _update(activation_key, [Order.enabled.set(enabled)], "order-enabled" if enabled else "order-disabled",
+                   {"enabled": enabled})
 
 
 def allow_deactivations(activation_key: str, total: int) -> Order:
     """Set the total number of deactivations end users may make (used ones count against it)."""
     if total < 0:
         raise ValueError("the deactivation allowance cannot be negative")
-    return _update(activation_key, [Order.deactivations_allowed.set(total)])
+    return _update(activation_key, [Order.deactivations_allowed.set(total)], "deactivations-allowed",
+                   {"deactivationsAllowed": total})
 
 
 def describe(order: Order) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib import errors, keys, keystore, licenses, notify, orders, runtime
+from chalicelib import audit, errors, keys, keystore, licenses, notify, orders, runtime
 from chalicelib.logs import logger
-from chalicelib.models import Provisioning, condition_failed, connection, reason_codes, retrying_conflicts
+from chalicelib.models import Provisioning, condition_failed
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -140,11 +140,15 @@ def provision(data: Any, *, source: str = KEYTURN_SOURCE) -> dict[str, Any]:
         record = Provisioning(order_key(source, line.orderId), line.lineItem,
                               status=PROVISIONED, result=json.dumps(result, ensure_ascii=False, sort_keys=True),
                               created_at=runtime.now_ms())
+        entity = (f"order#{item.activation_key}" if line.kind == "license-order"
+                  else licenses.entity_of(item.license_key))
+        action = "order-created" if line.kind == "license-order" else "key-added"
         try:
-            retrying_conflicts(functools.partial(_create_once, item, item_condition, record))
+            audit.transact(entity, action, {"source": source, "orderId": line.orderId, "lineItem": line.lineItem},
+                           functools.partial(_create_once, item, item_condition, record), head=None)
             return _published(json.loads(record.result))
         except TransactWriteError as exc:
-            item_reason, record_reason = (reason_codes(exc) + [None, None])[:2]
+            item_reason, record_reason = (audit.change_reasons(exc, deletes_and_puts=2) + [None, None])[:2]
             if record_reason == "ConditionalCheckFailed":  # another delivery provisioned it first
                 stored = _stored(source, line.orderId, line.lineItem)
                 if stored is not None and stored.status == PROVISIONED:
@@ -156,13 +160,13 @@ def provision(data: Any, *, source: str = KEYTURN_SOURCE) -> dict[str, Any]:
     raise RuntimeError("could not provision the line without a key collision")
 
 
-def _create_once(item: Any, item_condition: Any, record: Provisioning) -> None:
-    # The whole invariant: the new order (or key) and the line's record exist together,
-    # and only if the line was never provisioned (a rejection may be overwritten).
+def _create_once(item: Any, item_condition: Any, record: Provisioning, transaction: TransactWrite) -> None:
+    # The whole invariant: the new order (or key), the line's record and the audit
+    # record exist together, and only if the line was never provisioned (a rejection
+    # may be overwritten).
     never_provisioned = Provisioning.order_key.does_not_exist() | (Provisioning.status == REJECTED)
-    with TransactWrite(connection=connection()) as transaction:
-        transaction.save(item, condition=item_condition)
-        transaction.save(record, condition=never_provisioned)
+    transaction.save(item, condition=item_condition)
+    transaction.save(record, condition=never_provisioned)
 
 
 def reject(reason: str, *, message_id: str, data: Any = None, source: str = KEYTURN_SOURCE) -> dict[str, Any]:
@@ -184,6 +188,7 @@ def reject(reason: str, *, message_id: str, data: Any = None, source: str = KEYT
         except PutError as exc:
             if not condition_failed(exc):
                 raise
+    audit.append(f"message#{message_id}", "event-rejected", {"reason": reason})
     logger.warning("provisioning event rejected", extra={"message_id": message_id, "reason": reason})
     return _published(result)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
-from chalicelib import errors, passwords, runtime
+from chalicelib import audit, errors, passwords, runtime
 from chalicelib.models import User, condition_failed
 
 LOCKOUT_FAILURES = 5
@@ -82,13 +82,22 @@ def set_password(username: str, password: str) -> User:
     One upsert, so it is safe to run at every ``make run`` start (seeding ``admin``).
     """
     _check_credentials(username, password)
-    user = User(username)
-    user.update(actions=[
-        *_new_password(password),
-        User.user_id.set(User.user_id | str(uuid.uuid4())),
-        User.created_at.set(User.created_at | runtime.now_ms()),
-    ])
-    return user
+    actions = [*_new_password(password), User.user_id.set(User.user_id | str(uuid.uuid4())),
+               User.created_at.set(User.created_at | runtime.now_ms())]
+    audit.transact(entity_of(username), "password-set", {},
+                   lambda transaction: transaction.update(User(username), actions=actions))
+    return _stored(username)
+
+
+def entity_of(username: str) -> str:
+    return f"user#{username}"
+
+
+def _stored(username: str) -> User:
+    found = get(username)
+    if found is None:  # deleted in the instant since it was written: nothing else deletes users
+        raise UnknownUser(username)
+    return found
 
 
 def add_user(username: str, password: str) -> User:
@@ -102,9 +111,10 @@ def add_user(username: str, password: str) -> User:
     user = User(username, user_id=str(uuid.uuid4()), password_hash=passwords.hash_password(password),
                 failed_logins=0, failed_window_start=0, locked_until=0, created_at=runtime.now_ms())
     try:
-        user.save(condition=User.username.does_not_exist())
-    except PutError as exc:
-        if condition_failed(exc):
+        audit.transact(entity_of(username), "user-added", {"userId": user.user_id},
+                       lambda transaction: transaction.save(user, condition=User.username.does_not_exist()))
+    except TransactWriteError as exc:
+        if audit.change_reasons(exc, deletes_and_puts=1)[:1] == ["ConditionalCheckFailed"]:
             raise UserExists(username) from None
         raise
     return user
@@ -117,14 +127,14 @@ def reset_password(username: str, password: str) -> User:
     instead of a new account nobody asked for.
     """
     _check_credentials(username, password)
-    user = User(username)
     try:
-        user.update(actions=_new_password(password), condition=User.username.exists())
-    except UpdateError as exc:
-        if condition_failed(exc):
+        audit.transact(entity_of(username), "password-reset", {}, lambda transaction: transaction.update(
+            User(username), actions=_new_password(password), condition=User.username.exists()))
+    except TransactWriteError as exc:
+        if audit.change_reasons(exc, deletes_and_puts=0)[:1] == ["ConditionalCheckFailed"]:
             raise UnknownUser(username) from None
         raise
-    return user
+    return _stored(username)
 
 
 def _try(username: str, actions: list[Action], condition: Condition) -> User | None:
@@ -170,9 +180,13 @@ def authenticate(username: str, password: str) -> User:
         passwords.burn_time(password)
         raise errors.BadCredentials()
     if not passwords.verify_password(password, user.password_hash):
-        if attempt.failed_logins >= LOCKOUT_FAILURES:
-            _try(username, [User.locked_until.set(now + LOCKOUT_MS), User.failed_logins.set(0),
-                            User.failed_window_start.set(0)], User.locked_until <= now)
+        locked = attempt.failed_logins >= LOCKOUT_FAILURES and _try(
+            username, [User.locked_until.set(now + LOCKOUT_MS), User.failed_logins.set(0),
+                       User.failed_window_start.set(0)], User.locked_until <= now) is not None
+        # The failure was counted before the password was checked (see above); its record
+        # says what it came to.  Unknown usernames get none: no chain for names nobody has.
+        audit.append(entity_of(username), "login-locked" if locked else "login-failed",
+                     {"failedLogins": int(attempt.failed_logins)})
         raise errors.BadCredentials()
     cleared = _try(username, [User.failed_logins.set(0), User.failed_window_start.set(0)], User.locked_until <= now)
     if cleared is None:  # locked by parallel failures while this password was being checked

@@ -23,7 +23,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 SAMPLES = PROJECT / "events" / "operator"
 PASSWORD = "a sentence nobody guesses"
 KNOWN = ("create-order, show-order, disable-order, enable-order, allow-deactivations, revoke-activation, "
-         "mint-key, add-user, reset-password")
+         "mint-key, add-user, reset-password, show-audit, verify-audit")
 KEY_PATTERN = re.compile(r"[0-9A-Z]{5}(-[0-9A-Z]{5}){3}")
 INTERNAL = {"ok": False, "error": {"code": "internal", "message": "The operation failed due to an internal error."}}
 
@@ -388,3 +388,12 @@ def test_cli_passwords_come_from_the_option_the_environment_or_a_terminal() -> N
     assert caught.value.code == "no password: give --password, set KEYTURN_PASSWORD, or run in a terminal to be asked"
     assert cli.read_secret(operator.PASSWORD, argparse.Namespace(username="bob", password="given"),
                            environ={"KEYTURN_PASSWORD": "ignored"}, stdin=Terminal(False)) == "given"
+
+
+def test_the_audit_samples_show_and_verify_an_orders_chain(key: str) -> None:
+    for name in ("show-audit", "verify-audit"):
+        assert json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))["entity"].startswith("order#")
+    shown = ok({"action": "show-audit", "entity": f"order#{key}"})
+    assert [(r["seq"], r["action"]) for r in shown["records"]] == [(1, "order-created")]
+    assert ok({"action": "verify-audit", "entity": f"order#{key}"}) == {
+        "entity": f"order#{key}", "ok": True, "records": 1, "firstBad": None, "reason": None}

@@ -27,7 +27,7 @@ import sys
 import textwrap
 from typing import IO, Any, Callable, Mapping
 
-from chalicelib import config
+from chalicelib import audit, config
 from chalicelib import operator as operator_actions
 from tooling import stages
 
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         stages.bind(args.stage)
         # Standard output is the result alone (scripts parse it, or take its last line):
         # whatever the services write while they work (logs, embedded metrics) goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), audit.acting_as("operator:cli"):
             output = run(args)
         print(output)
     except Exception as exc:  # every failure is one line, never a traceback

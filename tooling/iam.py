@@ -49,6 +49,8 @@ API = FunctionGrants(
         "license-keys": ("PutItem", "Scan", "DeleteItem"),  # add (conditional), list, delete (conditional)
         "orders": ("BatchGetItem", "GetItem", "UpdateItem"),  # every LAC call; the seat counter in transactions
         "activations": ("BatchGetItem", "PutItem", "DeleteItem", "Query"),  # seats (transactions), license lists
+        "audit": ("PutItem",),  # a record with every change (append-only: never updated or deleted)
+        "audit-heads": ("BatchGetItem", "GetItem", "PutItem"),  # read with the change, moved in its transaction
     },
     indexes={"license-keys/by-id": ("Query",)},
     ssm_parameters=("license-key-secret", "signing-keys"),
@@ -59,6 +61,8 @@ PROVISIONING_TABLES = {
     "provisioning": ("GetItem", "PutItem"),  # the line's record: read, then written once (or a rejection)
     "orders": ("PutItem",),  # a new order, in the line's transaction
     "license-keys": ("PutItem",),  # a new key, in the line's transaction
+    "audit": ("PutItem",),
+    "audit-heads": ("GetItem", "PutItem"),
 }
 PROVISION_QUEUE = FunctionGrants(
     tables=PROVISIONING_TABLES, ssm_parameters=("license-key-secret",), topics=("notifications",),
@@ -73,7 +77,9 @@ OPERATOR = FunctionGrants(
     tables={
         "orders": ("BatchGetItem", "GetItem", "PutItem", "UpdateItem"),  # create, show, enable/disable, allow, revoke
         "activations": ("BatchGetItem", "DeleteItem"),  # revoke-activation (in its transaction)
-        "users": ("PutItem", "UpdateItem"),  # add-user (conditional put), reset-password
+        "users": ("GetItem", "PutItem", "UpdateItem"),  # add-user (conditional put), reset-password (then read)
+        "audit": ("PutItem", "Query"),  # records; show-audit and verify-audit read a chain
+        "audit-heads": ("BatchGetItem", "GetItem", "PutItem"),
     },
     ssm_parameters=("license-key-secret",),  # mint-key
 )

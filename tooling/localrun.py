@@ -133,7 +133,7 @@ def run() -> int:
     try:
         if not _port_is_free(port):
             raise StartupError(f"port {port} on 127.0.0.1 is in use; stop what holds it, or set PORT")
-        from chalicelib import aws, keystore, models, users
+        from chalicelib import audit, aws, keystore, models, users
 
         keystore.ensure_local_secrets(state_dir)
         db = _spawn([sys.executable, "-m", "tooling.localdb", "--state-dir", str(state_dir)],
@@ -148,7 +148,8 @@ def run() -> int:
 
         models.create_tables()
         password, source = _admin_password(state_dir)
-        users.set_password(ADMIN_USER, password)
+        with audit.acting_as("make-run"):
+            users.set_password(ADMIN_USER, password)
 
         url = f"http://127.0.0.1:{port}"
         api_ready = state_dir / "api.json"

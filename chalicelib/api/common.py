@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from chalice.app import Request, Response
 
-from chalicelib import errors
+from chalicelib import audit, errors
 from chalicelib.logs import logger
 
 MAX_BODY_BYTES = 16 * 1024
@@ -102,9 +102,11 @@ def http_middleware(event: Request | None, get_response: Callable[[Request | Non
     request_id = str(context.get("requestId") or uuid.uuid4())
     logger.thread_safe_append_keys(request_id=request_id)  # chalice local serves requests in threads
     path = getattr(event, "path", "") or ""
+    source_ip = ((context.get("identity") or {}).get("sourceIp")) or "unknown"
     try:
         try:
-            response = get_response(event)
+            with audit.acting_as(f"client:{source_ip}"):  # a logged-in user's routes narrow it to the user
+                response = get_response(event)
         except Exception:
             logger.exception("unhandled error outside a view")
             response = Response(body={"Code": "InternalServerError"}, status_code=500)

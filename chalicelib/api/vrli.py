@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from chalice.app import Blueprint, Response
 
-from chalicelib import config, errors, licenses, runtime, sessions
+from chalicelib import audit, config, errors, licenses, runtime, sessions
 from chalicelib.api.common import handle_errors, json_object, json_response, string_field, text_response
 from chalicelib.logs import logger, mask
 from chalicelib.models import Session
@@ -66,7 +66,8 @@ def endpoint(path: str, methods: list[str], *, auth: bool = True) -> Callable[[C
                     header = vrli.current_request.headers.get("authorization")
                     session = sessions.authenticate(sessions.bearer_token(header))
                     logger.thread_safe_append_keys(user_id=session.user_id)
-                    return view(session, **kwargs)
+                    with audit.acting_as(f"user:{session.username}"):
+                        return view(session, **kwargs)
                 return view(**kwargs)
 
             try:
