@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         events = json.dumps([harness.proxy_event(routes, "GET", "/api/v1/version", {}, None),
                              harness.proxy_event(routes, "GET", "/rest/v1/license-orders/not-a-key", {}, None)])
         python = harness.runtime_python(Path(sys.prefix) / "lambda-runtime")
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **function["Environment"]["Variables"],
+        refs = {"NotificationsTopic": f"arn:aws:sns:{harness.REGION}:{harness.ACCOUNT}:keyturn-dev-notifications"}
+        variables = {k: harness.resolve_ref(v, refs) for k, v in function["Environment"]["Variables"].items()}
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **variables,
                "AWS_REGION": harness.REGION, "AWS_DEFAULT_REGION": harness.REGION, "AWS_ACCESS_KEY_ID": "bench",
                "AWS_SECRET_ACCESS_KEY": "bench", "AWS_EC2_METADATA_DISABLED": "true"}
         samples: dict[str, list[dict[str, list[float]]]] = {name: [] for name in roots}
