@@ -39,8 +39,9 @@ def provision_message(message_id: str, body: str) -> dict[str, Any]:
     """One SQS message: its result, or its recorded rejection; raises only when it may succeed later."""
     try:
         data = json.loads(body)
-    except ValueError as exc:
-        return provisioning.reject(f"Invalid provisioning event: the message body is not JSON ({exc})",
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone surrogate (\ud800) is no text DynamoDB keeps
+    except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
+        return provisioning.reject(f"Invalid provisioning event: the message body is not JSON ({str(exc)[:200]})",
                                    message_id=message_id)
     line = line_of(data)
     try:
@@ -58,6 +59,9 @@ def handle_queue(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         try:
             with audit.acting_as(f"event:sqs:{record.message_id}"):
                 return provision_message(record.message_id, record.body)
+        except Exception:  # transient: SQS redelivers it; the log says why (Powertools logs it at debug only)
+            logger.exception("provisioning message failed; it will be redelivered")
+            raise
         finally:
             logger.remove_keys(["message_id"])
 
@@ -70,6 +74,11 @@ def handle_queue(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 def handle_event(event: Any, context: Any = None) -> dict[str, Any]:
     event_id = str(event.get("id", "")) if isinstance(event, dict) else ""
     line = line_of(event) if isinstance(event, dict) else None
+    try:
+        json.dumps(line, ensure_ascii=False).encode("utf-8")
+    except ValueError:  # a lone surrogate: no text DynamoDB keeps
+        line = "(an event that is not UTF-8 text)"
+    event_id = event_id.encode("utf-8", "replace").decode()[:200]
     with audit.acting_as(f"event:eventbridge:{event_id or 'unnamed'}"):
         try:
             return {"ok": True, "results": [provisioning.provision(line)]}

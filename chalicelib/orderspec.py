@@ -77,7 +77,7 @@ class HostIdTemplate(_Strict):
 class Feature(_Strict):
     name: str = Field(pattern=_TOKEN)
     version: str = Field(min_length=1, max_length=32, pattern=r"^[^\s\"]+$")
-    count: int | None = Field(default=None, ge=1)
+    count: int | None = Field(default=None, ge=1, le=MAX_BULK)
 
 
 class OrderSpec(_Strict):
@@ -89,7 +89,7 @@ class OrderSpec(_Strict):
     features: list[Feature] = Field(min_length=1, max_length=100)
     expirationDate: date | None = None
     maintenanceEndDate: date | None = None
-    deactivationsAllowed: int = Field(default=0, ge=0)
+    deactivationsAllowed: int = Field(default=0, ge=0, le=MAX_BULK)
 
     @field_validator("expirationDate", "maintenanceEndDate", mode="before")
     @classmethod

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 KEYTURN_SOURCE = "keyturn"
+MAX_PROBLEMS = 20  # problems named in a rejection; the rest are counted (a record stays far below 400 KB)
+MAX_REASON = 4000  # characters of a rejection's reason kept
 PROVISIONED, REJECTED = "provisioned", "rejected"
 _KEY_ATTEMPTS = 5
 
@@ -93,7 +95,10 @@ def parse_line(data: Any) -> "BaseModel":
         line: BaseModel = _line_models().validate_python(data)
         return line
     except ValidationError as exc:
-        problems = "; ".join(f"{_where(e)}: {e['msg']}" for e in exc.errors())
+        found = exc.errors()
+        problems = "; ".join(f"{_where(e)}: {e['msg']}" for e in found[:MAX_PROBLEMS])
+        if len(found) > MAX_PROBLEMS:
+            problems += f"; and {len(found) - MAX_PROBLEMS} more"
         raise Rejected(f"Invalid provisioning event: {problems}") from None
     except ValueError as exc:  # a date that is not a date
         raise Rejected(f"Invalid provisioning event: {exc}") from None
@@ -128,9 +133,9 @@ def provision(data: Any, *, source: str = KEYTURN_SOURCE) -> dict[str, Any]:
             result = {**base, "activationKey": item.activation_key, "bulkMax": line.bulkMax}
             item_condition = type(item).activation_key.does_not_exist()
         else:
+            secret = keystore.license_key_secret()  # a bad secret is the stage's fault: transient, not the event's
             try:
-                minted = keys.mint(line.typeEnum, line.count, line.expirationDate,
-                                   secret=keystore.license_key_secret())
+                minted = keys.mint(line.typeEnum, line.count, line.expirationDate, secret=secret)
             except ValueError as exc:  # an expiry beyond what a key can carry
                 raise Rejected(f"Invalid provisioning event: expirationDate: {exc}") from None
             item = licenses.new_item(minted, added_by=f"provisioning:{source}")
@@ -171,6 +176,8 @@ def _create_once(item: Any, item_condition: Any, record: Provisioning, transacti
 
 def reject(reason: str, *, message_id: str, data: Any = None, source: str = KEYTURN_SOURCE) -> dict[str, Any]:
     """Record why an event can never succeed (by its message id, and by its line if it names one)."""
+    if len(reason) > MAX_REASON:
+        reason = reason[:MAX_REASON] + "…"
     result: dict[str, Any] = {"source": source, "status": REJECTED, "reason": reason, "messageId": message_id}
     ids = data if isinstance(data, dict) else {}
     order_id, line_item = ids.get("orderId"), ids.get("lineItem")

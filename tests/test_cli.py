@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -65,3 +66,14 @@ def test_init_secrets_then_mint_key_in_the_resolved_region(empty_account: dict[s
 def test_set_password_without_a_terminal_or_password_is_a_message(empty_account: dict[str, str]) -> None:
     assert one_line_failure(run("--stage", "dev", "set-password", "admin", env=empty_account)) == (
         "no password: give --password, set KEYTURN_PASSWORD, or run in a terminal to be asked")
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, '{"bulkMax": ' + "9" * 5000 + "}"], ids=["deep", "digits"])
+def test_json_a_parser_refuses_is_a_one_line_message(text: str, tmp_path: Path) -> None:
+    from tooling import cli
+
+    path = tmp_path / "event.json"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as caught:
+        cli._read_json(str(path))
+    assert str(caught.value).startswith(f"{path}: not JSON: ") and "\n" not in str(caught.value)

@@ -210,3 +210,44 @@ def test_every_provisioning_sample_event_succeeds_and_is_idempotent(aws: None, s
     else:
         result = provisioning.provision(event)
         assert provisioning.provision(event) == result and result["status"] == "provisioned"
+
+
+@pytest.mark.parametrize("body", [
+    "[" * 5000 + "]" * 5000,  # nested too deeply to decode
+    '{"orderId": "\\ud800", "lineItem": "1"}',  # a lone surrogate: no text DynamoDB keeps
+    json.dumps({**DESIGN_EXAMPLE, **{f"extra{i}": i for i in range(8000)}}),  # 8,000 problems
+    json.dumps({**DESIGN_EXAMPLE, "deactivationsAllowed": 10 ** 200}),  # beyond DynamoDB's numbers
+], ids=["deep", "surrogate", "many-problems", "huge-number"])
+def test_events_that_can_never_succeed_are_recorded_and_acknowledged(aws: None, body: str) -> None:
+    event = sqs_event(body)
+    assert queue(event) == {"batchItemFailures": []}  # not retried until the dead-letter queue
+    (record,) = [r for r in Provisioning.scan() if r.order_key == f"message#{event['Records'][0]['messageId']}"]
+    reason = json.loads(record.result)["reason"]
+    assert reason.startswith("Invalid provisioning event: ") and len(reason) <= provisioning.MAX_REASON + 1
+    assert orders_for("shop-1001") == []
+
+
+def test_a_broken_secret_is_the_stages_fault_retried_not_the_events(aws: None, rebind: Callable[..., config.Settings],
+                                                                       tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "license-key-secret").write_text("not base64 !!!")
+    rebind(local_dir=tmp_path)
+    event = sqs_event(KEY_LINE)
+    assert queue(event) == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert provisioning.show("shop-1001", "2") is None  # nothing recorded: a fixed secret provisions it
+
+
+def test_a_transient_failure_is_logged_with_its_message_id(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
+    Provisioning.delete_table()
+    event = sqs_event(DESIGN_EXAMPLE)
+    capsys.readouterr()
+    assert queue(event)["batchItemFailures"] == [{"itemIdentifier": event["Records"][0]["messageId"]}]
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"level"')]
+    assert [(entry["level"], entry["message"], entry["message_id"]) for entry in logged] == [
+        ("ERROR", "provisioning message failed; it will be redelivered", event["Records"][0]["messageId"])]
+
+
+def test_an_eventbridge_event_with_a_lone_surrogate_is_rejected_not_retried(aws: None) -> None:
+    answer = events(eventbridge_event({"orderId": "\ud800", "lineItem": "1"}, "evt-\ud800"))
+    assert answer == {"ok": False, "error": {"code": "invalid_order", "message":
+                      "Invalid provisioning event: the order line must be a JSON object"}}

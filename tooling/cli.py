@@ -64,8 +64,8 @@ def _read_json(source: str) -> object:
         raise SystemExit(f"cannot read {source}: {exc}") from None
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"{source}: not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # malformed, 5,000-digit numbers, nested too deeply
+        raise SystemExit(f"{source}: not JSON: {str(exc)[:200]}") from None
 
 
 # --- the operator actions, one subcommand each ---------------------------------------------
