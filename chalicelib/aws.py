@@ -71,10 +71,3 @@ def unobserve(observer: Callable[..., Any]) -> None:
         session().unregister("before-call.*.*", observer)
         for made in _made:
             made.meta.events.unregister("before-call.*.*", observer)
-
-
-def forget_clients() -> None:
-    """Drop every client (a new binding may name another region or endpoint)."""
-    with _lock:
-        _clients.clear()
-        _made.clear()
