@@ -87,17 +87,19 @@ def entry(entity: str, action: str, detail: dict[str, Any], head: AuditHead | No
 
 
 def transact(entity: str, action: str, detail: dict[str, Any], change: Callable[[TransactWrite], None],
-             head: Any = _READ) -> None:
+             head: Any = _READ, also: tuple[tuple[str, str, dict[str, Any]], ...] = ()) -> None:
     """One transaction: the change (``change`` adds its items) and the entity's record, after them.
 
     ``head``: the chain's head as already read with the change's own items (None: the
     entity has none), or read here.  When another writer appended first, the head is
     read again and the whole transaction retried; when one of the change's own
     conditions fails, its ``TransactWriteError`` is raised, its reasons in item order.
+    ``also``: the first records of entities the change creates (``(entity, action, detail)``),
+    in the same transaction (a replaced license key: the old one's record, and the new one's).
     """
     for attempt in range(CONFLICT_ATTEMPTS):
         current = head_of(entity) if head is _READ or attempt else head
-        pending = entry(entity, action, detail, current)
+        pending = [entry(entity, action, detail, current)] + [entry(e, a, d, None) for e, a, d in also]
         try:
             retrying_conflicts(functools.partial(_write, change, pending))
             return
@@ -127,10 +129,11 @@ def _moved(read: AuditHead | None, now: AuditHead | None) -> bool:
     return (read.seq if read else 0) != (now.seq if now else 0)
 
 
-def _write(change: Callable[[TransactWrite], None], pending: Entry) -> None:
+def _write(change: Callable[[TransactWrite], None], pending: list[Entry]) -> None:
     with TransactWrite(connection=connection()) as transaction:
         change(transaction)  # first: the change's own items keep their positions in the reasons
-        pending.add_to(transaction)
+        for one in pending:
+            one.add_to(transaction)
 
 
 def append(entity: str, action: str, detail: dict[str, Any]) -> None:

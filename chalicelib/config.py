@@ -39,6 +39,7 @@ class Settings:
     secrets_max_age: int = DEFAULT_SECRETS_MAX_AGE
     endpoint_url: str | None = None  # every client's endpoint: the local stack's database; None means AWS
     notifications_topic_arn: str | None = None  # where provisioning results are published (SNS); None: nowhere
+    allow_test_orders: bool = True  # grant shops' test orders (Shopify test: true, Stripe livemode: false)
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -52,6 +53,15 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be positive, not {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, not {raw!r}")
+    return raw == "true"
 
 
 def table_prefix(env: Mapping[str, str], stage: str) -> str:
@@ -93,6 +103,7 @@ def from_environment(env: Mapping[str, str], region: str | None = None) -> Setti
         secrets_max_age=_int(env, "KEYTURN_SECRETS_MAX_AGE", DEFAULT_SECRETS_MAX_AGE),
         endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         notifications_topic_arn=env.get("KEYTURN_NOTIFICATIONS_TOPIC_ARN") or None,
+        allow_test_orders=_flag(env, "KEYTURN_ALLOW_TEST_ORDERS", stage != "prod"),
     )
 
 

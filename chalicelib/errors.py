@@ -42,6 +42,9 @@ class Code(StrEnum):
     UNSUPPORTED_STATE = "unsupported_state"
     NO_LICENSES_FOR_STATE = "no_licenses_for_state"
     NO_ERRORS = "no_errors"
+    # plans (operators)
+    INVALID_PLAN = "invalid_plan"
+    UNKNOWN_PLAN = "unknown_plan"
     # operators and provisioning
     INVALID_ORDER = "invalid_order"
 

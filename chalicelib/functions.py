@@ -16,6 +16,9 @@ the deployment template instead.
   rejection answers ``{"ok": false, "error": ...}`` (recorded like the queue's); a
   transient failure raises, so Lambda's asynchronous retries and its on-failure
   destination apply.
+- Shop events (Shopify's and Stripe's partner event sources, ``chalicelib.shopify`` and
+  ``chalicelib.stripe``) arrive either way, whole: their result is ``{"ok": true,
+  "results": [one per line touched]}``.
 - ``operator``: ``{"action": ..., ...}`` events from the console (``chalicelib.operator``).
 """
 
@@ -26,6 +29,26 @@ from typing import Any
 
 from chalicelib import audit, provisioning
 from chalicelib.logs import logger
+
+
+def is_shop_event(body: Any) -> bool:
+    from chalicelib import shopify, stripe
+
+    return shopify.is_shopify(body) or stripe.is_stripe(body)
+
+
+def provision_shop(event: dict[str, Any]) -> dict[str, Any]:
+    """A Shopify or Stripe event: the results of the lines it touched; :class:`provisioning.Rejected` if malformed."""
+    from chalicelib import shopify, stripe
+
+    results = shopify.handle(event) if shopify.is_shopify(event) else stripe.handle(event)
+    return {"ok": True, "results": results}
+
+
+def _shop_source(event: Any) -> str:
+    from chalicelib import shopify
+
+    return "shopify" if shopify.is_shopify(event) else "stripe"
 
 
 def line_of(body: Any) -> Any:
@@ -43,6 +66,11 @@ def provision_message(message_id: str, body: str) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
         return provisioning.reject(f"Invalid provisioning event: the message body is not JSON ({str(exc)[:200]})",
                                    message_id=message_id)
+    if is_shop_event(data):
+        try:
+            return provision_shop(data)
+        except provisioning.Rejected as exc:
+            return provisioning.reject(exc.message, message_id=message_id, source=_shop_source(data))
     line = line_of(data)
     try:
         return provisioning.provision(line)
@@ -80,6 +108,13 @@ def handle_event(event: Any, context: Any = None) -> dict[str, Any]:
         line = "(an event that is not UTF-8 text)"
     event_id = event_id.encode("utf-8", "replace").decode()[:200]
     with audit.acting_as(f"event:eventbridge:{event_id or 'unnamed'}"):
+        if is_shop_event(event) and isinstance(line, dict):
+            try:
+                return provision_shop(event)
+            except provisioning.Rejected as exc:
+                provisioning.reject(exc.message, message_id=f"event:{event_id or 'unnamed'}",
+                                    source=_shop_source(event))
+                return {"ok": False, "error": {"code": exc.code.value, "message": exc.message}}
         try:
             return {"ok": True, "results": [provisioning.provision(line)]}
         except provisioning.Rejected as exc:

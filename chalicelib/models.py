@@ -181,9 +181,38 @@ class Provisioning(Model):
 
     order_key = UnicodeAttribute(hash_key=True)
     line_item = UnicodeAttribute(range_key=True)
-    status = UnicodeAttribute()  # provisioned | rejected
+    status = UnicodeAttribute()  # provisioned | rejected; shop lines also: revoked | pending | ignored
     result = UnicodeAttribute()  # the result JSON, exactly as reported and published
     created_at = NumberAttribute()
+    # Shop lines only (``chalicelib.shops``): what the shop has said about the line so far,
+    # what was applied to its order or key, and a version each write moves (the condition).
+    facts = UnicodeAttribute(null=True)  # JSON
+    applied = UnicodeAttribute(null=True)  # JSON
+    version = NumberAttribute(null=True)
+
+
+class Plan(Model):
+    """What a shop's product grants (``chalicelib.plans``).  Access: get by plan id; scan for the list."""
+
+    class Meta(_Meta):
+        table_suffix = "plans"
+
+    plan_id = UnicodeAttribute(hash_key=True)
+    spec = UnicodeAttribute()  # the plan as the operator put it (JSON)
+    updated_at = NumberAttribute()
+
+
+class PlanClaim(Model):
+    """A Shopify sku or Stripe price and the one plan that claims it: ``shopify-sku#<sku>``, ``stripe-price#<id>``.
+
+    Written only with its plan, under the condition that no other plan holds it.
+    """
+
+    class Meta(_Meta):
+        table_suffix = "plan-claims"
+
+    claim = UnicodeAttribute(hash_key=True)
+    plan_id = UnicodeAttribute()
 
 
 class AuditRecord(Model):
@@ -219,7 +248,7 @@ class AuditHead(Model):
 
 
 ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation, Provisioning, AuditRecord,
-                                       AuditHead)
+                                       AuditHead, Plan, PlanClaim)
 
 _lock = threading.Lock()
 _shared: Connection | None = None

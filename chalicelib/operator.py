@@ -300,6 +300,43 @@ PASSWORD = Field("password", "text", "the password (CLI: else $KEYTURN_PASSWORD,
                  "<password>", option="--password", min_length=1, secret=True)
 
 
+SAMPLE_PLAN: dict[str, Any] = {  # the plan of docs/shops.md, for the example event
+    "planId": "pro-annual", "kind": "license-order",
+    "order": {"product": {"name": "product 1", "version": "2", "template": "Default"}, "licenseType": "local",
+              "hostid": {"types": [{"nameRaw": "HOSTNAME", "min": 1, "max": 1}], "min": 1},
+              "features": [{"name": "f1", "version": "1.0"}], "deactivationsAllowed": 1},
+    "seatsPerUnit": 1, "termMonths": 12,
+    "match": {"shopify": {"skus": ["PRO-1Y"]}, "stripe": {"prices": ["price_1PRO"]}},
+}
+PLAN = Field("plan", "object", "the plan as JSON (docs/shops.md, Plans); the CLI reads it from FILE, or standard "
+                               "input for -", SAMPLE_PLAN, metavar="FILE|-", cli_example="plan.json")
+PLAN_ID = Field("planId", "text", "the plan's id", "pro-annual", metavar="PLAN_ID", min_length=1, max_length=128)
+
+
+def _put_plan(fields: dict[str, Any]) -> dict[str, Any]:
+    from chalicelib import plans
+
+    return plans.put(fields["plan"])
+
+
+def _show_plan(fields: dict[str, Any]) -> dict[str, Any]:
+    from chalicelib import plans
+
+    return plans.show(fields["planId"])
+
+
+def _list_plans(fields: dict[str, Any]) -> list[dict[str, Any]]:
+    from chalicelib import plans
+
+    return plans.all_plans()
+
+
+def _delete_plan(fields: dict[str, Any]) -> dict[str, Any]:
+    from chalicelib import plans
+
+    return plans.delete(fields["planId"])
+
+
 def _key(fields: Mapping[str, Any]) -> str:
     """The stored form of the event's key; a malformed one is refused before any read."""
     from chalicelib import activations
@@ -398,6 +435,14 @@ ACTIONS = Registry([
            (USERNAME, PASSWORD), _reset_password,
            description="Set the password of an existing user and clear its login lockout. An unknown username "
                        "is refused (add-user creates users), so a typo does not create an account."),
+    Action("put-plan", "create or replace a plan: what a Shopify sku or Stripe price grants", (PLAN,), _put_plan,
+           description="Create or replace a plan (docs/shops.md): an order template (kind license-order) or a key "
+                       "template (kind license-key), seats per unit, the term of one-off purchases, and the Shopify "
+                       "skus and Stripe prices it matches. A sku or price another plan claims is refused."),
+    Action("show-plan", "show one plan", (PLAN_ID,), _show_plan),
+    Action("list-plans", "list every plan", (), _list_plans),
+    Action("delete-plan", "delete a plan and free its skus and prices (granted lines keep what they have)",
+           (PLAN_ID,), _delete_plan),
     Action("show-audit", "show the audit trail of one entity: who changed what, when", (ENTITY,), _show_audit,
            description="Print every audit record of one entity, oldest first: when (ms), who (user, operator, "
                        "event), what, and the digests that chain them."),

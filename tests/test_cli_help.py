@@ -20,7 +20,7 @@ OTHER_COMMANDS: dict[str, list[str]] = {
     "rotate-signing-key": [],
     "verify-license": ["FILE", "--public-key", "--hostids"],
     "provision": ["FILE|-"],
-    "provisioning-show": ["ORDER_ID", "LINE_ITEM"],
+    "provisioning-show": ["ORDER_ID", "LINE_ITEM", "--source", "--shop"],
     "invoke": ["NAME", "FILE|-"],
 }
 

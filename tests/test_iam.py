@@ -101,7 +101,7 @@ def test_every_grant_is_used_by_some_call(recorded: set[Pair]) -> None:
 
 # --- the other functions: recorded by their handler tests (tests/conftest.py's as_function) ---
 
-FUNCTION_TESTS = ["tests/test_provisioning.py", "tests/test_operator.py"]
+FUNCTION_TESTS = ["tests/test_provisioning.py", "tests/test_operator.py", "tests/test_shops.py"]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 SAMPLES = PROJECT / "events" / "operator"
 PASSWORD = "a sentence nobody guesses"
 KNOWN = ("create-order, show-order, disable-order, enable-order, allow-deactivations, revoke-activation, "
-         "mint-key, add-user, reset-password, show-audit, verify-audit")
+         "mint-key, add-user, reset-password, put-plan, show-plan, list-plans, delete-plan, show-audit, verify-audit")
 KEY_PATTERN = re.compile(r"[0-9A-Z]{5}(-[0-9A-Z]{5}){3}")
 INTERNAL = {"ok": False, "error": {"code": "internal", "message": "The operation failed due to an internal error."}}
 

@@ -219,9 +219,16 @@ def provision(args: argparse.Namespace) -> str:
     import uuid
 
     from chalicelib import provisioning
-    from chalicelib.functions import line_of
+    from chalicelib.functions import is_shop_event, line_of, provision_shop
 
-    line = line_of(_read_json(args.file))
+    data: Any = _read_json(args.file)
+    if is_shop_event(data):  # a Shopify or Stripe event, whole
+        try:
+            return json.dumps(provision_shop(data), ensure_ascii=False)
+        except provisioning.Rejected as exc:
+            provisioning.reject(exc.message, message_id=f"cli:{uuid.uuid4()}", source=data["source"].split("/")[1])
+            raise SystemExit(exc.message) from None
+    line = line_of(data)
     try:
         return json.dumps(provisioning.provision(line), ensure_ascii=False)
     except provisioning.Rejected as exc:
@@ -234,7 +241,14 @@ def provisioning_show(args: argparse.Namespace) -> str:
     _needs_database(args.stage)
     from chalicelib import provisioning
 
-    found = provisioning.show(args.order_id, args.line_item)
+    if args.shop is not None and args.source != "shopify":
+        raise SystemExit("--shop is Shopify's: use it with --source shopify")
+    if args.source == "shopify":
+        if not args.shop:
+            raise SystemExit("--source shopify needs --shop DOMAIN (the store's myshopify.com domain)")
+        found = provisioning.show(f"{args.shop}#{args.order_id}", args.line_item, source="shopify")
+    else:
+        found = provisioning.show(args.order_id, args.line_item, source=args.source or provisioning.KEYTURN_SOURCE)
     if found is None:
         line = f"line {args.line_item} of " if args.line_item is not None else ""
         raise SystemExit(f"no provisioning event was seen for {line}order {args.order_id}")
@@ -342,13 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
     shown = _add_command(
         commands, "provisioning-show", provisioning_show,
         "print what became of a shop order's line (or of every line): the stored result, as JSON",
-        [f"{PROG} provisioning-show shop-1001 1", f"{PROG} --stage dev provisioning-show shop-1001"],
+        [f"{PROG} provisioning-show shop-1001 1", f"{PROG} --stage dev provisioning-show shop-1001",
+         f"{PROG} provisioning-show --source shopify --shop zoe-tools.myshopify.com 6158849654871",
+         f"{PROG} provisioning-show --source stripe sub_1QyZaBcDeFgHiJkLmNoPqRsT price_1PRO"],
         description="Print the stored result of one line of a shop's order, exactly as every delivery of its event "
                     "reported it (the activation key or license key, or the reason it was rejected), or without "
                     "LINE_ITEM a JSON list of every line of the order. Exit status 1 when no event of that order "
                     "was ever seen.")
-    shown.add_argument("order_id", metavar="ORDER_ID", help="the event's orderId")
-    shown.add_argument("line_item", metavar="LINE_ITEM", nargs="?", help="the event's lineItem (default: every line)")
+    shown.add_argument("order_id", metavar="ORDER_ID", help="the event's orderId; Shopify: the order's id; Stripe: "
+                                                          "the checkout session's or the subscription's id")
+    shown.add_argument("line_item", metavar="LINE_ITEM", nargs="?",
+                       help="the event's lineItem (default: every line); Shopify: the line item's id; Stripe: the "
+                            "session's keyturn_plan, or the subscription's price id")
+    shown.add_argument("--source", choices=("shopify", "stripe"), default=None,
+                       help="whose order: a Shopify or a Stripe one (default: Keyturn's own provisioning events)")
+    shown.add_argument("--shop", metavar="DOMAIN", default=None,
+                       help="with --source shopify: the store's domain, e.g. zoe-tools.myshopify.com")
     fed = _add_command(
         commands, "provision", provision, "feed one provisioning event through the same service the functions use",
         [f"{PROG} provision events/provisioning/order-line.json", f"... | {PROG} --stage dev provision -"],

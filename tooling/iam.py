@@ -58,9 +58,13 @@ API = FunctionGrants(
 )
 
 PROVISIONING_TABLES = {
-    "provisioning": ("GetItem", "PutItem"),  # the line's record: read, then written once (or a rejection)
-    "orders": ("PutItem",),  # a new order, in the line's transaction
-    "license-keys": ("PutItem",),  # a new key, in the line's transaction
+    # the line's record: read, then written once (or a rejection); a shop line's on each change, under its
+    # version; a deleted Stripe subscription's lines are queried
+    "provisioning": ("GetItem", "PutItem", "Query"),
+    "orders": ("PutItem", "UpdateItem"),  # a new order, in the line's transaction; a shop's seat change or revocation
+    "license-keys": ("PutItem", "DeleteItem"),  # a new key; a shop's change replaces it, a revocation deletes it
+    "plans": ("BatchGetItem", "GetItem"),  # the plans of a shop event's skus and prices
+    "plan-claims": ("BatchGetItem",),  # which plan claims a sku or price
     "audit": ("PutItem",),
     "audit-heads": ("GetItem", "PutItem"),
 }
@@ -80,6 +84,8 @@ OPERATOR = FunctionGrants(
         "users": ("GetItem", "PutItem", "UpdateItem"),  # add-user (conditional put), reset-password (then read)
         "audit": ("PutItem", "Query"),  # records; show-audit and verify-audit read a chain
         "audit-heads": ("BatchGetItem", "GetItem", "PutItem"),
+        "plans": ("GetItem", "PutItem", "DeleteItem", "Scan"),  # put-plan, show-plan, delete-plan, list-plans
+        "plan-claims": ("BatchGetItem", "PutItem", "DeleteItem"),  # a plan's skus and prices, in its transaction
     },
     ssm_parameters=("license-key-secret",),  # mint-key
 )

@@ -1,0 +1,272 @@
+"""Stripe events delivered through Amazon EventBridge (an event destination): payments become shop-line facts.
+
+An event's ``source`` is ``aws.partner/stripe.com/<destination id>``, its ``detail-type``
+the event type and ``detail`` the Stripe Event (``id``, ``type``, ``api_version``,
+``created``, ``livemode``, ``data.object``).  Handled:
+
+- ``checkout.session.completed`` with ``payment_status: paid``, or a later
+  ``checkout.session.async_payment_succeeded``: the session's ``metadata`` names the
+  plan (``keyturn_plan``) and the quantity (``keyturn_quantity``, a decimal string,
+  default 1).  The line is the session id + the plan.  A session in ``subscription``
+  mode is granted by its subscription's ``invoice.paid`` instead (else it would be
+  granted twice).
+- ``invoice.paid``: ``subscription_create`` grants, ``subscription_cycle`` renews,
+  ``subscription_update`` applies the new quantity; the line is the subscription id +
+  the price id, its expiry the UTC day of the latest line ``period.end`` seen.  Both
+  invoice shapes are read: from API version ``2025-03-31.basil`` on, the price is at
+  ``pricing.price_details.price`` and the subscription at
+  ``parent.subscription_details.subscription``; before it, ``price.id`` and
+  ``subscription``.
+- ``customer.subscription.deleted`` revokes the subscription's lines;
+  ``charge.refunded`` with ``refunded: true`` revokes what its ``payment_intent`` paid for.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError
+
+from chalicelib import plans, runtime, shops
+from chalicelib.models import Provisioning, condition_failed
+from chalicelib.shopify import BadShopEvent
+
+SOURCE_PREFIX = "aws.partner/stripe.com"
+BASIL = "2025-03-31.basil"
+RENEWALS = ("subscription_create", "subscription_cycle", "subscription_update")
+_ATTEMPTS = 10
+
+
+def is_stripe(event: Any) -> bool:
+    return isinstance(event, dict) and str(event.get("source", "")).startswith(SOURCE_PREFIX)
+
+
+def _text(value: Any, where: str, limit: int = 255) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise BadShopEvent(f"Invalid shop event: {where} must be a Stripe id")
+    return value.strip()
+
+
+def _whole(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadShopEvent(f"Invalid shop event: {where} must be a whole number")
+    return value
+
+
+def handle(event: dict[str, Any]) -> list[dict[str, Any]]:
+    detail = event.get("detail")
+    if not isinstance(detail, dict):
+        raise BadShopEvent("Invalid shop event: detail must be the Stripe event")
+    kind = detail.get("type") or event.get("detail-type")
+    data = detail.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        raise BadShopEvent("Invalid shop event: detail.data.object is missing")
+    source = shops.Event("stripe", str(kind), _text(detail.get("id"), "detail.id"),
+                        detail.get("livemode") is False)
+    created = _whole(detail.get("created", 0), "detail.created")
+    if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+        return _checkout(obj, source, created)
+    if kind == "invoice.paid":
+        return _invoice(obj, source, str(detail.get("api_version") or ""))
+    if kind == "customer.subscription.deleted":
+        return _subscription_deleted(obj, source, created)
+    if kind == "charge.refunded":
+        return _charge_refunded(obj, source, created)
+    return []
+
+
+def _customer(obj: dict[str, Any], name_field: str, email_field: str) -> dict[str, Any]:
+    name, email = obj.get(name_field), obj.get(email_field)
+    return {"name": str(name or email or "unknown customer"), **({"email": str(email)} if email else {})}
+
+
+def _checkout(session: dict[str, Any], source: shops.Event, created: int) -> list[dict[str, Any]]:
+    session_id = _text(session.get("id"), "data.object.id")
+    if session.get("payment_status") != "paid":
+        return []  # async payments: granted by checkout.session.async_payment_succeeded
+    metadata: dict[str, Any] = session["metadata"] if isinstance(session.get("metadata"), dict) else {}
+    plan_id = str(metadata.get("keyturn_plan") or "").strip()
+    line = shops.checkout_line(session_id, plan_id or "-")
+    if not plan_id:
+        return [shops.ignore(line, "the session's metadata names no keyturn_plan", source)]
+    if session.get("mode") == "subscription":
+        return [shops.ignore(line, "a subscription checkout: its subscription's invoice.paid grants it", source)]
+    plan = plans.by_id(plan_id)
+    if plan is None:
+        return [shops.ignore(line, f"no plan {plan_id}", source)]
+    if source.test and not shops.test_orders_allowed():
+        return [shops.ignore(line, "a test payment: this stage does not grant test orders", source)]
+    raw = str(metadata.get("keyturn_quantity", "1")).strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+        raise BadShopEvent("Invalid shop event: metadata.keyturn_quantity must be a whole number from 1 to 1000000")
+    at = created * 1000 or runtime.now_ms()
+    paid = {"quantity": int(raw), "at": at, "expiry": shops.term_expiry(plan, at), "test": source.test,
+            "customer": _customer(session.get("customer_details") or {}, "name", "email")}
+    payment = session.get("payment_intent")
+    return [_grant(line, paid, plan, source, payment if isinstance(payment, str) else None, "paid")]
+
+
+def _grant(line: shops.Line, fact: dict[str, Any], plan: dict[str, Any], source: shops.Event, payment: str | None,
+           key: str) -> dict[str, Any]:
+    """Add a paying fact; when the payment is known to be refunded already, the line is revoked with it."""
+    refunded = _link_payment(payment, line) if payment else None
+
+    def learn(facts: dict[str, Any]) -> bool:
+        new = False
+        if key == "paid":
+            if not facts.get("paid"):
+                facts["paid"], new = fact, True
+        else:
+            invoices = facts.setdefault("invoices", {})
+            if fact["id"] not in invoices:
+                invoices[fact["id"]], new = fact, True
+        if refunded and not facts.get("refunded"):
+            facts["refunded"], new = refunded, True
+        return new
+
+    return shops.update(line, learn, source, plan=plan)
+
+
+def _invoice(invoice: dict[str, Any], source: shops.Event, api_version: str) -> list[dict[str, Any]]:
+    reason = invoice.get("billing_reason")
+    if reason not in RENEWALS:
+        return []
+    invoice_id = _text(invoice.get("id"), "data.object.id")
+    parent = invoice.get("parent") if isinstance(invoice.get("parent"), dict) else None
+    basil = parent is not None or ("subscription" not in invoice and api_version >= BASIL)
+    if basil:
+        details = (parent or {}).get("subscription_details") or {}
+        subscription = _text(details.get("subscription"), "data.object.parent.subscription_details.subscription")
+    else:
+        subscription = _text(invoice.get("subscription"), "data.object.subscription")
+    lines = ((invoice.get("lines") or {}).get("data")) if isinstance(invoice.get("lines"), dict) else None
+    if not isinstance(lines, list):
+        raise BadShopEvent("Invalid shop event: data.object.lines.data must be a list")
+    by_price: dict[str, dict[str, Any]] = {}
+    for index, item in enumerate(lines):
+        if not isinstance(item, dict):
+            raise BadShopEvent(f"Invalid shop event: data.object.lines.data.{index} must be an object")
+        if "pricing" in item or (basil and "price" not in item):
+            price = ((item.get("pricing") or {}).get("price_details") or {}).get("price")
+            where = f"data.object.lines.data.{index}.pricing.price_details.price"
+        else:
+            price = (item.get("price") or {}).get("id")
+            where = f"data.object.lines.data.{index}.price.id"
+        price = _text(price, where)
+        if (item.get("amount") or 0) < 0:
+            continue  # a proration credit for the time left at the old quantity
+        period_end = _whole((item.get("period") or {}).get("end"), f"data.object.lines.data.{index}.period.end")
+        quantity = _whole(item.get("quantity", 1), f"data.object.lines.data.{index}.quantity")
+        seen = by_price.get(price)
+        if seen is None or period_end >= seen["periodEnd"]:
+            by_price[price] = {"quantity": quantity, "periodEnd": period_end}
+    found = plans.for_claims([plans.STRIPE_PRICE + price for price in by_price])
+    payment = invoice.get("payment_intent") if isinstance(invoice.get("payment_intent"), str) else None
+    for entry in ((invoice.get("payments") or {}).get("data") or []) if isinstance(invoice.get("payments"), dict) else []:
+        intent = (entry.get("payment") or {}).get("payment_intent") if isinstance(entry, dict) else None
+        payment = intent if isinstance(intent, str) else payment
+    created = _whole(invoice.get("created", 0), "data.object.created")
+    customer = _customer(invoice, "customer_name", "customer_email")
+    results = []
+    for price, seen in sorted(by_price.items()):
+        line = shops.subscription_line(subscription, price)
+        plan = found.get(plans.STRIPE_PRICE + price)
+        if plan is None:
+            results.append(shops.ignore(line, f"no plan matches price {price}", source))
+            continue
+        if source.test and not shops.test_orders_allowed():
+            results.append(shops.ignore(line, "a test payment: this stage does not grant test orders", source))
+            continue
+        fact = {"id": invoice_id, "quantity": seen["quantity"], "periodEnd": seen["periodEnd"], "created": created,
+                "reason": reason, "test": source.test, "customer": customer}
+        results.append(_grant(line, fact, plan, source, payment, "invoice"))
+    return results
+
+
+def _subscription_deleted(subscription: dict[str, Any], source: shops.Event, created: int) -> list[dict[str, Any]]:
+    subscription_id = _text(subscription.get("id"), "data.object.id")
+    items = ((subscription.get("items") or {}).get("data")) if isinstance(subscription.get("items"), dict) else None
+    prices = set()
+    for index, item in enumerate(items or []):
+        price = ((item or {}).get("price") or {}).get("id") if isinstance(item, dict) else None
+        prices.add(_text(price, f"data.object.items.data.{index}.price.id"))
+    prices.update(record.line_item for record in Provisioning.query(f"stripe#{subscription_id}", consistent_read=True))
+
+    def learn(facts: dict[str, Any]) -> bool:
+        if facts.get("deleted"):
+            return False
+        facts["deleted"] = {"at": created * 1000}
+        return True
+
+    return [shops.update(shops.subscription_line(subscription_id, price), learn, source) for price in sorted(prices)]
+
+
+def _payment_key(payment: str) -> str:
+    return f"stripe-payment#{payment}"
+
+
+def _link_payment(payment: str, line: shops.Line) -> dict[str, Any] | None:
+    """Note that ``payment`` paid for ``line``; returns the payment's refund when it was refunded already."""
+    for _ in range(_ATTEMPTS):
+        record = _payment_record(payment)
+        state: dict[str, Any] = json.loads(record.result) if record else {"paymentIntent": payment, "lines": []}
+        ref = [line.kind, line.order_key, line.line_item]
+        refunded: dict[str, Any] | None = state.get("refunded")
+        if ref in state["lines"]:
+            return refunded
+        state["lines"].append(ref)
+        if _save_payment(record, state):
+            return refunded
+    raise RuntimeError(f"the payment {payment} kept changing")
+
+
+def _charge_refunded(charge: dict[str, Any], source: shops.Event, created: int) -> list[dict[str, Any]]:
+    if charge.get("refunded") is not True:
+        return []  # a partial refund keeps the license
+    payment = _text(charge.get("payment_intent"), "data.object.payment_intent")
+    refund = {"at": created * 1000, "charge": str(charge.get("id", ""))}
+    for _ in range(_ATTEMPTS):
+        record = _payment_record(payment)
+        state = json.loads(record.result) if record else {"paymentIntent": payment, "lines": []}
+        if state.get("refunded") or _save_payment(record, {**state, "refunded": refund}):
+            break
+    else:
+        raise RuntimeError(f"the payment {payment} kept changing")
+    state = json.loads(_payment_record(payment).result)  # type: ignore[union-attr]
+
+    def learn(facts: dict[str, Any]) -> bool:
+        if facts.get("refunded"):
+            return False
+        facts["refunded"] = refund
+        return True
+
+    results = []
+    for kind, order_key, line_item in state["lines"]:
+        object_id = order_key.split("#", 1)[1]
+        line = (shops.checkout_line(object_id, line_item) if kind == shops.STRIPE_CHECKOUT
+                else shops.subscription_line(object_id, line_item))
+        results.append(shops.update(line, learn, source))
+    return results
+
+
+def _payment_record(payment: str) -> Provisioning | None:
+    try:
+        return Provisioning.get(_payment_key(payment), "-", consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def _save_payment(record: Provisioning | None, state: dict[str, Any]) -> bool:
+    version = int(record.version or 0) if record else 0
+    item = Provisioning(_payment_key(state["paymentIntent"]), "-", status="payment",
+                        result=json.dumps(state, sort_keys=True), created_at=runtime.now_ms(), version=version + 1)
+    try:
+        item.save(condition=Provisioning.order_key.does_not_exist() if record is None
+                  else Provisioning.version == version)
+        return True
+    except PutError as exc:
+        if condition_failed(exc):
+            return False
+        raise
