@@ -113,3 +113,30 @@ def test_the_queue_redelivers_only_transient_failures_then_parks_them_in_a_dead_
     assert events["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
     assert function["Environment"] == events["Environment"] == {
         "Variables": {"KEYTURN_NOTIFICATIONS_TOPIC_ARN": {"Ref": "NotificationsTopic"}}}
+
+
+def test_configured_partner_event_sources_deliver_to_the_provisioning_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tooling import stages
+
+    assert "ShopifyEventsRule" not in template.template("dev")["Resources"]  # none configured: no rule
+    data = stages.chalice_config()
+    data["stages"]["dev"]["keyturn_deploy"].update({
+        "shopify_event_source": "aws.partner/shopify.com/4785147/keyturn",
+        "stripe_event_source": "aws.partner/stripe.com/ed_61RyQ7mKLt5Zc0VxA16RyPqWeLSQ8Wq0OzSHiT1d6D0y"})
+    monkeypatch.setattr(stages, "chalice_config", lambda: data)
+    resources = template.template("dev")["Resources"]
+    shopify, stripe = resources["ShopifyEventsRule"]["Properties"], resources["StripeEventsRule"]["Properties"]
+    assert shopify["EventBusName"] == "aws.partner/shopify.com/4785147/keyturn"
+    assert shopify["EventPattern"] == {"source": [{"prefix": "aws.partner/shopify.com/"}],
+                                       "detail-type": ["shopifyWebhook"]}
+    assert "invoice.paid" in stripe["EventPattern"]["detail-type"]
+    for rule in (shopify, stripe):
+        assert rule["Targets"] == [{"Id": "provisioning-queue", "Arn": {"Fn::GetAtt": ["ProvisioningQueue", "Arn"]}}]
+    (statement,) = resources["ProvisioningQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": [
+        {"Fn::GetAtt": ["ShopifyEventsRule", "Arn"]}, {"Fn::GetAtt": ["StripeEventsRule", "Arn"]}]}}
+    assert resources["StripeEventsRuleFailedAlarm"]["Properties"]["MetricName"] == "FailedInvocations"
+    data["stages"]["dev"]["keyturn_deploy"]["stripe_event_source"] = "stripe"
+    with pytest.raises(SystemExit, match="stripe_event_source must be the partner event source's name"):
+        template.template("dev")

@@ -105,7 +105,8 @@ def operator_ok(event: dict[str, Any]) -> Any:
 
 
 def operator_refused(event: dict[str, Any]) -> tuple[str, str]:
-    answer = operator.handle(event, "operator:test")
+    with as_function("operator"):
+        answer = operator.handle(event, "operator:test")
     assert answer["ok"] is False, answer
     return answer["error"]["code"], answer["error"]["message"]
 

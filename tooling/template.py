@@ -56,6 +56,14 @@ class Deployment:
     deletion_protection: bool
     ssm_kms_key_arn: str | None
     provisioning_event_pattern: dict[str, Any]
+    shopify_event_source: str | None = None  # aws.partner/shopify.com/<app id>/<name>, associated with its bus
+    stripe_event_source: str | None = None  # aws.partner/stripe.com/<destination id>
+
+
+SHOPIFY_PATTERN = {"source": [{"prefix": "aws.partner/shopify.com/"}], "detail-type": ["shopifyWebhook"]}
+STRIPE_PATTERN = {"source": [{"prefix": "aws.partner/stripe.com/"}], "detail-type": [
+    "checkout.session.completed", "checkout.session.async_payment_succeeded", "invoice.paid",
+    "customer.subscription.deleted", "charge.refunded"]}
 
 
 def deployment(stage: str) -> Deployment:
@@ -73,7 +81,48 @@ def deployment(stage: str) -> Deployment:
         throttle_burst=int(extra["throttle_burst"]), deletion_protection=bool(extra["deletion_protection"]),
         ssm_kms_key_arn=extra.get("ssm_kms_key_arn") or None,
         provisioning_event_pattern=extra.get("provisioning_event_pattern") or {"detail-type": ["OrderPlaced"]},
+        shopify_event_source=_partner_source(extra, "shopify_event_source", "aws.partner/shopify.com/"),
+        stripe_event_source=_partner_source(extra, "stripe_event_source", "aws.partner/stripe.com/"),
     )
+
+
+def _partner_source(extra: dict[str, Any], name: str, prefix: str) -> str | None:
+    value = extra.get(name) or None
+    if value is not None and (not isinstance(value, str) or not value.startswith(prefix)):
+        raise SystemExit(f"keyturn_deploy.{name} must be the partner event source's name, {prefix}..., "
+                         f"not {value!r}")
+    return value
+
+
+def _shop_rules(d: Deployment) -> dict[str, Any]:
+    """A rule on each partner event bus that is configured, delivering to the provisioning queue."""
+    resources: dict[str, Any] = {}
+    rules = []
+    for logical, shop, source, pattern in (("ShopifyEventsRule", "shopify", d.shopify_event_source, SHOPIFY_PATTERN),
+                                           ("StripeEventsRule", "stripe", d.stripe_event_source, STRIPE_PATTERN)):
+        if source is None:
+            continue
+        name = f"keyturn-{d.stage}-{shop}"
+        resources[logical] = {"Type": "AWS::Events::Rule", "Properties": {
+            "Name": name, "EventBusName": source, "EventPattern": pattern, "State": "ENABLED",
+            "Description": f"{shop.capitalize()} events to Keyturn's provisioning queue",
+            "Targets": [{"Id": "provisioning-queue", "Arn": {"Fn::GetAtt": [QUEUE, "Arn"]}}]}}
+        resources[f"{logical}FailedAlarm"] = {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+            "AlarmName": f"{name}-failed-invocations",
+            "AlarmDescription": f"EventBridge could not deliver {shop.capitalize()} events to the provisioning queue",
+            "Namespace": "AWS/Events", "MetricName": "FailedInvocations",
+            "Dimensions": [{"Name": "EventBusName", "Value": source}, {"Name": "RuleName", "Value": name}],
+            "Statistic": "Sum", "Period": 300, "EvaluationPeriods": 1, "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": "AlarmTopic"}], "OKActions": [{"Ref": "AlarmTopic"}]}}
+        rules.append({"Fn::GetAtt": [logical, "Arn"]})
+    if rules:
+        resources["ProvisioningQueuePolicy"] = {"Type": "AWS::SQS::QueuePolicy", "Properties": {
+            "Queues": [{"Ref": QUEUE}], "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Sid": "ShopEvents", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": [QUEUE, "Arn"]},
+                "Condition": {"ArnEquals": {"aws:SourceArn": rules}}}]}}}
+    return resources
 
 
 def table_resource(model: Any, d: Deployment) -> dict[str, Any]:
@@ -278,6 +327,7 @@ def template(stage: str) -> dict[str, Any]:
     for function in FUNCTIONS:
         _merge(resources, _function_resources(function, d))
     _merge(resources, _provisioning_resources(d))
+    _merge(resources, _shop_rules(d))
     outputs = {f"{name}Name": {"Value": {"Ref": name}} for name in tables}
     outputs.update({"AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
                     "NotificationsTopicArn": {"Value": {"Ref": NOTIFICATIONS_TOPIC}},

@@ -69,3 +69,74 @@ def test_results_are_published_to_the_local_topic(stack: LocalStack) -> None:
     assert provisioned.returncode == 0, provisioned.stderr
     (message,) = sqs.receive_message(QueueUrl=mailer, MaxNumberOfMessages=10)["Messages"]
     assert json.loads(message["Body"]) == json.loads(provisioned.stdout.strip().splitlines()[-1])
+
+
+def sqs(*bodies: dict, first: int = 1) -> dict:
+    return {"Records": [{"messageId": f"shop-msg-{first + n}", "receiptHandle": "rh", "eventSource": "aws:sqs",
+                         "body": json.dumps(body), "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
+                         "awsRegion": "us-east-1",
+                         "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:keyturn-local-provisioning"}
+                        for n, body in enumerate(bodies)]}
+
+
+def invoke_queue(stack: LocalStack, tmp_path: Path, event: dict) -> None:
+    path = tmp_path / "sqs-event.json"
+    path.write_text(json.dumps(event))
+    done = cli(stack.state_dir, "invoke", "provision_queue", str(path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == '{"batchItemFailures":[]}'
+
+
+def test_a_shopify_order_through_the_queue_then_a_partial_refund_and_a_cancellation(
+        stack: LocalStack, tmp_path: Path) -> None:
+    import requests
+
+    plan = json.loads((EVENTS / "operator" / "put-plan.json").read_text())["plan"]
+    key_plan = {"planId": "keys-10", "kind": "license-key", "key": {"typeEnum": "OSI", "countPerUnit": 10},
+                "match": {"shopify": {"skus": ["KEYS-10"]}}}
+    for one in (plan, key_plan):
+        put = cli(stack.state_dir, "put-plan", "-", stdin=json.dumps(one))
+        assert put.returncode == 0, put.stderr
+    paid = json.loads((EVENTS / "shopify" / "orders-paid.json").read_text())
+    paid["detail"]["payload"]["line_items"][1]["sku"] = "KEYS-10"  # two lines that grant: an order and a key
+    invoke_queue(stack, tmp_path, sqs(paid, paid))  # delivered twice in one batch
+    invoke_queue(stack, tmp_path, sqs(paid, first=3))  # and again later
+    shop = ("--source", "shopify", "--shop", "zoe-tools.myshopify.com", "6158849654871")
+    listed = cli(stack.state_dir, "provisioning-show", *shop)
+    lines = {line["lineItem"]: line for line in json.loads(listed.stdout)}
+    assert {k: (v["status"], v["kind"]) for k, v in lines.items()} == {
+        "15894375612503": ("provisioned", "license-order"), "15894375645271": ("provisioned", "license-key")}
+    key = lines["15894375612503"]["activationKey"]
+    order = requests.get(f"{stack.url}/rest/v1/license-orders/{key}", timeout=30)
+    assert (order.status_code, order.json()["bulkMax"]) == (200, 3)
+    dynamodb = boto3.client("dynamodb", endpoint_url=stack.recorded["dynamodb_endpoint"], region_name="us-east-1",
+                            aws_access_key_id="local", aws_secret_access_key="local")
+    shop_orders = [i for i in dynamodb.scan(TableName="keyturn-local-orders")["Items"]
+                   if i["activation_key"]["S"] == key]
+    assert len(shop_orders) == 1
+    invoke_queue(stack, tmp_path, sqs(json.loads((EVENTS / "shopify" / "refunds-create.json").read_text()), first=4))
+    order = requests.get(f"{stack.url}/rest/v1/license-orders/{key}", timeout=30)
+    assert (order.status_code, order.json()["bulkMax"]) == (200, 2)
+    invoke_queue(stack, tmp_path, sqs(json.loads((EVENTS / "shopify" / "orders-cancelled.json").read_text()), first=5))
+    refused = requests.get(f"{stack.url}/rest/v1/license-orders/{key}", timeout=30)
+    assert (refused.status_code, refused.json()) == (403, {"message": "License order has been disabled."})
+    one = cli(stack.state_dir, "provisioning-show", *shop, "15894375645271")
+    assert (one.returncode, json.loads(one.stdout)["status"]) == (0, "revoked")
+    keys = [i for i in dynamodb.scan(TableName="keyturn-local-license-keys")["Items"]
+            if i["license_key"]["S"] == lines["15894375645271"]["licenseKey"]]
+    assert keys == []  # a revoked key is gone from the license-key store
+    never = cli(stack.state_dir, "provisioning-show", *shop[:-1], "1")
+    assert (never.returncode, never.stderr.strip()) == (1, "no provisioning event was seen for order 1")
+
+
+def test_an_ignored_shop_line_is_shown_with_its_reason_and_exit_status_0(stack: LocalStack) -> None:
+    paid = json.loads((EVENTS / "shopify" / "orders-paid.json").read_text())
+    paid["detail"]["payload"]["id"] = 424242
+    fed = cli(stack.state_dir, "provision", "-", stdin=json.dumps(paid))
+    assert fed.returncode == 0, fed.stderr
+    shown = cli(stack.state_dir, "provisioning-show", "--source", "shopify", "--shop", "zoe-tools.myshopify.com",
+                "424242", "15894375645271")
+    found = json.loads(shown.stdout)
+    assert (shown.returncode, found["status"], found["reason"]) == (0, "ignored", "no plan matches sku TSHIRT-L")
+    bad = cli(stack.state_dir, "provisioning-show", "--shop", "zoe-tools.myshopify.com", "424242")
+    assert (bad.returncode, bad.stderr.strip()) == (1, "--shop is Shopify's: use it with --source shopify")
