@@ -241,6 +241,8 @@ def provisioning_show(args: argparse.Namespace) -> str:
     _needs_database(args.stage)
     from chalicelib import provisioning
 
+    if not args.order_id.strip() or (args.line_item is not None and not args.line_item.strip()):
+        raise SystemExit("ORDER_ID and LINE_ITEM must not be empty")
     if args.shop is not None and args.source != "shopify":
         raise SystemExit("--shop is Shopify's: use it with --source shopify")
     if args.source == "shopify":
