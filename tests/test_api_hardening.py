@@ -1,0 +1,89 @@
+"""Defects found by trying Keyturn as an attacker would (issue 10), each pinned by the exact answer.
+
+Through ``chalice.test.Client``; ``tests/e2e/test_hardening_stack.py`` repeats the ones
+the local server itself decides (``//`` paths, unknown methods, oversized requests) over HTTP.
+"""
+
+from __future__ import annotations
+
+import pytest
+from chalice.test import Client
+
+from chalicelib import models, orders
+from tests.samples import SEED_ORDER, order, segment
+
+NOT_FOUND = b'{"errorMessage":"License not found."}'
+
+
+# --- empty ids are a 404, never an empty DynamoDB key --------------------------------
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_an_empty_license_id_is_404_not_a_500(client: Client, auth: dict[str, str], method: str) -> None:
+    response = client.http.request(method, "/api/v1/licenses//", headers=auth)
+    assert (response.status_code, response.body) == (404, NOT_FOUND)
+
+
+@pytest.mark.parametrize(("method", "path", "status", "message"), [
+    ("GET", "/rest/v1/licenses//Q1VTVE9NPWE=", 404, "Invalid activation key specified."),
+    ("DELETE", "/rest/v1/licenses//Q1VTVE9NPWE=", 404, "Invalid activation key specified."),
+    ("PUT", "/rest/v1/licenses//Q1VTVE9NPWE=", 400, "Invalid activation key specified."),
+    ("GET", "/rest/v1/license-queue//Q1VTVE9NPWE=", 404, "Invalid activation key specified."),
+    ("GET", "/rest/v1/license-errors//Q1VTVE9NPWE=", 404, "Invalid activation key specified."),
+])
+def test_an_empty_activation_key_is_the_unknown_key_answer(client: Client, method: str, path: str, status: int,
+                                                           message: str) -> None:
+    response = client.http.request(method, path)
+    assert (response.status_code, response.json_body) == (status, {"message": message})
+
+
+@pytest.mark.parametrize("path", ["/rest/v1/license-queue/{key}//", "/rest/v1/licenses/{key}//"])
+def test_an_empty_host_id_segment_is_a_format_error(client: Client, path: str) -> None:
+    key = orders.create_order(order(SEED_ORDER)).activation_key
+    response = client.http.request("GET", path.format(key=key))
+    assert (response.status_code, response.json_body) == (400, {"message": "Invalid HostID format provided."})
+
+
+# --- host id segments: no repeats, at most 2,048 characters and 32 ids ----------------
+
+FORMAT_ERROR = {"message": "Invalid HostID format provided."}
+MANY_TYPES = {"types": [{"nameRaw": name, "min": 0, "max": 16} for name in ("CUSTOM", "HOSTNAME", "LONG")], "min": 1}
+
+
+def put(client: Client, key: str, text: str) -> object:
+    return client.http.put(f"/rest/v1/licenses/{key}/{segment(text)}")
+
+
+def test_a_segment_repeating_one_host_id_is_a_format_error_and_stores_nothing(client: Client) -> None:
+    key = orders.create_order(order(SEED_ORDER, hostid=MANY_TYPES)).activation_key
+    response = put(client, key, ",".join(["CUSTOM=rep"] * 4000))
+    assert (response.status_code, response.json_body) == (400, FORMAT_ERROR)
+    assert list(models.Activation.query(key)) == []
+
+
+@pytest.mark.parametrize("text", ["CUSTOM=a,CUSTOM=a", "CUSTOM=a,CUSTOM=A",
+                                  "ETHERNET=001A2B3C4D5E,ETHERNET=00-1a-2b-3c-4d-5e"])
+def test_the_same_host_id_twice_in_any_spelling_is_a_format_error(client: Client, text: str) -> None:
+    key = orders.create_order(order(SEED_ORDER, hostid={"types": [
+        {"nameRaw": "CUSTOM", "min": 0, "max": 4}, {"nameRaw": "ETHERNET", "min": 0, "max": 4}], "min": 1})).activation_key
+    response = put(client, key, text)
+    assert (response.status_code, response.json_body) == (400, FORMAT_ERROR)
+
+
+def test_thirty_two_distinct_host_ids_are_accepted_and_thirty_three_are_not(client: Client) -> None:
+    key = orders.create_order(order(SEED_ORDER, hostid=MANY_TYPES)).activation_key
+    ids = [f"{name}=h{n}" for name in ("CUSTOM", "HOSTNAME", "LONG") for n in range(11)]  # 33, 11 of each type
+    assert put(client, key, ",".join(ids[:32])).status_code == 202
+    response = put(client, key, ",".join(ids))
+    assert (response.status_code, response.json_body) == (400, FORMAT_ERROR)
+
+
+def test_a_segment_over_2048_characters_is_a_format_error_however_valid_its_text(client: Client) -> None:
+    key = orders.create_order(order(SEED_ORDER, hostid=MANY_TYPES)).activation_key
+    text = f"CUSTOM={'v' * 250},HOSTNAME={'w' * 250}"
+    encoded = segment(text)  # 692 characters; percent-encoding each one (allowed) triples that
+    too_long = "".join(f"%{ord(char):02X}" for char in encoded)
+    assert len(too_long) > 2048
+    for method in ("PUT", "GET"):
+        response = client.http.request(method, f"/rest/v1/licenses/{key}/{too_long}")
+        assert (response.status_code, response.json_body) == (400, FORMAT_ERROR)
+    assert put(client, key, text).status_code == 202  # the same text, sent short, is fine
