@@ -87,3 +87,38 @@ def test_a_segment_over_2048_characters_is_a_format_error_however_valid_its_text
         response = client.http.request(method, f"/rest/v1/licenses/{key}/{too_long}")
         assert (response.status_code, response.json_body) == (400, FORMAT_ERROR)
     assert put(client, key, text).status_code == 202  # the same text, sent short, is fine
+
+
+# --- only application/json (optionally ; charset=utf-8) is JSON -----------------------
+
+VRLI_415 = b'{"errorMessage":"Unsupported media type.","errorCode":"JSON_FORMAT_ERROR"}'
+LOGIN = b'{"username":"admin","password":"wrong","provider":"Local"}'
+
+
+@pytest.mark.parametrize("content_type", ["*/*", "text/plain, application/json", "application/json; charset=utf-16",
+                                          "application/json, text/plain", "application/jsonx", "application/*",
+                                          "application/json; charset=utf-8; x=y", "text/plain"])
+def test_a_body_not_declared_as_json_is_415_in_the_vrli_format(client: Client, admin: models.User,
+                                                               content_type: str) -> None:
+    response = client.http.post("/api/v1/sessions", headers={"Content-Type": content_type}, body=LOGIN)
+    assert (response.status_code, response.body) == (415, VRLI_415)
+
+
+def test_a_body_without_a_content_type_is_415(client: Client, admin: models.User) -> None:
+    response = client.http.post("/api/v1/sessions", headers={}, body=LOGIN)
+    assert (response.status_code, response.body) == (415, VRLI_415)
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "Application/JSON", "application/json; charset=utf-8",
+                                          "application/json;charset=UTF-8", 'application/json; Charset="utf-8"'])
+def test_json_with_or_without_the_utf8_charset_is_read(client: Client, admin: models.User, content_type: str) -> None:
+    response = client.http.post("/api/v1/sessions", headers={"Content-Type": content_type}, body=LOGIN)
+    assert response.status_code == 401  # read and checked: a wrong password
+
+
+def test_a_non_json_body_on_an_lac_route_is_415_in_the_lac_format(client: Client) -> None:
+    key = orders.create_order(order(SEED_ORDER)).activation_key
+    response = client.http.put(f"/rest/v1/licenses/{key}/Q1VTVE9NPWE=", headers={"Content-Type": "*/*"}, body=b"x")
+    assert (response.status_code, response.body) == (415, b'{"message":"Unsupported media type."}')
+    assert response.headers["Content-Type"] == "application/hal+json"
+    assert list(models.Activation.query(key)) == []

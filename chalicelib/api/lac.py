@@ -59,7 +59,7 @@ def endpoint(path: str, methods: list[str]) -> Callable[[Callable[..., Response]
     def register(view: Callable[..., Response]) -> Callable[..., Response]:
         @functools.wraps(view)
         def routed(**kwargs: Any) -> Response:
-            return handle_errors(error_response, view, **kwargs)
+            return handle_errors(error_response, view, lac.current_request, **kwargs)
 
         lac.route(path, methods=methods)(routed)
         return routed
