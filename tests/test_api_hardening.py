@@ -6,10 +6,12 @@ the local server itself decides (``//`` paths, unknown methods, oversized reques
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pytest
 from chalice.test import Client
 
-from chalicelib import models, orders
+from chalicelib import config, models, orders
 from tests.samples import SEED_ORDER, order, segment
 
 NOT_FOUND = b'{"errorMessage":"License not found."}'
@@ -122,3 +124,84 @@ def test_a_non_json_body_on_an_lac_route_is_415_in_the_lac_format(client: Client
     assert (response.status_code, response.body) == (415, b'{"message":"Unsupported media type."}')
     assert response.headers["Content-Type"] == "application/hal+json"
     assert list(models.Activation.query(key)) == []
+
+
+# --- links come from the stage's base URL or API Gateway's context, never from the client ---
+
+EVIL = {"Host": "evil.example", "X-Forwarded-Proto": "javascript"}
+BASE = "https://license.example.com/rest/v1"  # the test stage's public base URL (tests/conftest.py)
+
+
+def test_a_clients_host_and_forwarded_proto_never_reach_location_or_links(client: Client) -> None:
+    key = orders.create_order(order(SEED_ORDER)).activation_key
+    activated = client.http.put(f"/rest/v1/licenses/{key}/Q1VTVE9NPWE=", headers=EVIL)
+    assert activated.headers["Location"] == f"{BASE}/license-queue/{key}/Q1VTVE9NPWE="
+    queued = client.http.get(f"/rest/v1/license-queue/{key}/Q1VTVE9NPWE=", headers=EVIL)
+    assert queued.headers["Location"] == f"{BASE}/licenses/{key}/Q1VTVE9NPWE="
+    downloaded = client.http.get(f"/rest/v1/licenses/{key}/Q1VTVE9NPWE=", headers=EVIL).json_body
+    assert downloaded["_links"] == {"self": {"href": f"{BASE}/licenses/{key}/Q1VTVE9NPWE="},
+                                    "license-order": {"href": f"{BASE}/license-orders/{key}"}}
+    listed = client.http.get(f"/rest/v1/licenses/{key}?state=success", headers=EVIL).json_body
+    assert listed["_links"] == {"self": {"href": f"{BASE}/licenses/{key}?state=success"}}
+    shown = client.http.get(f"/rest/v1/license-orders/{key}", headers=EVIL).json_body
+    assert shown["_links"] == {"self": {"href": f"{BASE}/license-orders/{key}"}}
+
+
+def gateway_event(method: str, resource: str, path: str, parameters: dict[str, str], *, stage_path: bool,
+                  domain: str = "abc123defg.execute-api.eu-west-1.amazonaws.com") -> dict[str, Any]:
+    """An API Gateway REST proxy event, as the function gets it behind the stage URL or a custom domain."""
+    return {"resource": resource, "path": path, "httpMethod": method, "headers": dict(EVIL),
+            "multiValueHeaders": {k: [v] for k, v in EVIL.items()}, "queryStringParameters": None,
+            "multiValueQueryStringParameters": None, "pathParameters": parameters, "stageVariables": None,
+            "requestContext": {"resourcePath": resource, "httpMethod": method, "stage": "api",
+                               "path": f"/api{path}" if stage_path else path, "domainName": domain,
+                               "requestId": "req-1", "identity": {"sourceIp": "203.0.113.9"}},
+            "body": None, "isBase64Encoded": False}
+
+
+@pytest.mark.parametrize(("stage_path", "domain", "base"), [
+    (True, "abc123defg.execute-api.eu-west-1.amazonaws.com", "https://abc123defg.execute-api.eu-west-1.amazonaws.com/api"),
+    (False, "licenses.example.org", "https://licenses.example.org"),  # a custom domain with a base path mapping
+])
+def test_without_a_base_url_links_come_from_api_gateways_domain_and_stage(
+        aws: None, rebind: Callable[..., object], stage_path: bool, domain: str, base: str) -> None:
+    from app import app
+
+    rebind(public_base_url=None)
+    key = orders.create_order(order(SEED_ORDER)).activation_key
+    resource = "/rest/v1/licenses/{key}/{hostids}"
+    event = gateway_event("PUT", resource, f"/rest/v1/licenses/{key}/Q1VTVE9NPWE=",
+                          {"key": key, "hostids": "Q1VTVE9NPWE="}, stage_path=stage_path, domain=domain)
+    response = app(event, None)
+    assert response["statusCode"] == 202
+    assert response["headers"]["Location"] == f"{base}/rest/v1/license-queue/{key}/Q1VTVE9NPWE="
+
+
+def test_without_a_base_url_or_api_gateway_links_are_a_500_and_no_seat_is_taken(
+        client: Client, rebind: Callable[..., object]) -> None:
+    rebind(public_base_url=None)
+    key = orders.create_order(order(SEED_ORDER)).activation_key
+    response = client.http.put(f"/rest/v1/licenses/{key}/Q1VTVE9NPWE=", headers=EVIL)
+    assert (response.status_code, response.body) == (500, b'{"message":"Internal server error."}')
+    assert list(models.Activation.query(key)) == []
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("https://license.example.com", "https://license.example.com"),
+    ("https://license.example.com/", "https://license.example.com"),
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+    ("https://example.com/activation", "https://example.com/activation"),
+    ("", None),
+])
+def test_the_public_base_url_setting_is_read_without_a_trailing_slash(raw: str, expected: str | None) -> None:
+    env = {"KEYTURN_STAGE": "dev", "KEYTURN_PUBLIC_BASE_URL": raw, "KEYTURN_SECRETS_SOURCE": "ssm"}
+    assert config.from_environment(env, region="eu-west-1").public_base_url == expected
+
+
+@pytest.mark.parametrize("raw", ["javascript://127.0.0.1:8231", "ftp://example.com", "license.example.com",
+                                 "https://", "https://example.com/?a=1", "https://example.com/#x",
+                                 "https://user:pw@example.com", "https://exa mple.com"])
+def test_a_public_base_url_that_is_not_http_or_https_with_a_host_is_refused(raw: str) -> None:
+    env = {"KEYTURN_STAGE": "dev", "KEYTURN_PUBLIC_BASE_URL": raw, "KEYTURN_SECRETS_SOURCE": "ssm"}
+    with pytest.raises(config.ConfigError, match="KEYTURN_PUBLIC_BASE_URL must be an http:// or https:// URL"):
+        config.from_environment(env, region="eu-west-1")

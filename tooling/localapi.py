@@ -29,6 +29,10 @@ BACKLOG = 128
 
 def _announce_then_serve(original: Any) -> Any:
     def serve_forever(self: local.LocalDevServer) -> None:
+        host, port = self.server.server_address[:2]
+        # Links (Location, HAL _links) name this server unless the shell chose a base URL:
+        # never the client's Host header.  Read by the app when it binds, on the first request.
+        os.environ.setdefault("KEYTURN_PUBLIC_BASE_URL", f"http://{host}:{port}")
         ready = os.environ.get("KEYTURN_API_READY_FILE")
         if ready:
             temporary = ready + ".tmp"
