@@ -58,3 +58,50 @@ def test_links_name_the_local_server_whatever_host_the_client_sends(stack: Local
     assert (status, headers["Location"]) == (202, f"{stack.url}/rest/v1/license-queue/{key}/Q1VTVE9NPWE=")
     status, _, body = raw(stack, "GET", f"/rest/v1/license-orders/{key}", evil)
     assert (status, json.loads(body)["_links"]) == (200, {"self": {"href": f"{stack.url}/rest/v1/license-orders/{key}"}})
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY", "FOO"])
+@pytest.mark.parametrize(("path", "allow", "body"), [
+    ("/api/v1/licenses", "POST, GET", b'{"errorMessage":"Method not allowed."}'),
+    ("/rest/v1/signing-keys", "GET", b'{"message":"Method not allowed."}'),
+])
+def test_a_method_the_local_server_does_not_know_is_405_in_the_apis_format(
+        stack: LocalStack, method: str, path: str, allow: str, body: bytes) -> None:
+    status, headers, answered = raw(stack, method, path)
+    assert (status, answered) == (405, body)
+    assert sorted(headers["Allow"].split(", ")) == sorted(allow.split(", "))
+    assert headers["Content-Type"] == ("application/json" if path.startswith("/api/") else "application/hal+json")
+
+
+def test_an_unknown_method_on_an_unknown_path_is_the_unknown_route_404(stack: LocalStack) -> None:
+    status, _, answered = raw(stack, "TRACE", "/no/such/route")
+    assert (status, json.loads(answered)) == (404, {"errorMessage": "No such resource.", "message": "No such resource."})
+
+
+def test_an_oversized_url_is_414_in_json_not_an_html_page(stack: LocalStack) -> None:
+    status, headers, answered = raw(stack, "GET", "/rest/v1/license-orders/" + "A" * 70_000)
+    assert (status, headers["Content-Type"]) == (414, "application/json")
+    assert json.loads(answered) == {"errorMessage": "The request URL is too long.",
+                                    "message": "The request URL is too long."}
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/v1/version", {"errorMessage": "The request headers are too large."}),
+    ("/rest/v1/signing-keys", {"message": "The request headers are too large."}),
+])
+def test_oversized_headers_are_431_in_the_apis_format(stack: LocalStack, path: str, body: dict[str, str]) -> None:
+    status, _, answered = raw(stack, "GET", path, {"X-Big": "x" * 70_000})
+    assert (status, json.loads(answered)) == (431, body)
+    status, _, answered = raw(stack, "GET", path, {f"X-Many-{n}": "x" for n in range(120)})
+    assert (status, json.loads(answered)) == (431, body)
+
+
+def test_the_access_log_masks_activation_keys(stack: LocalStack) -> None:
+    key = create_order(stack)
+    offset = stack.log.stat().st_size
+    assert raw(stack, "PUT", f"/rest/v1/licenses/{key}/Q1VTVE9NPWE=")[0] == 202
+    assert raw(stack, "GET", f"/rest/v1/licenses/{key.lower()}/Q1VTVE9NPWE=")[0] == 200
+    logged = stack.output(offset)
+    assert "/rest/v1/licenses/" in logged  # the access log lines are there, with the key masked
+    assert key not in logged and key.lower() not in logged
+    assert f"/rest/v1/licenses/{key[:4]}…(23)/Q1VTVE9NPWE=" in logged
