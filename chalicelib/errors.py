@@ -42,6 +42,7 @@ class Code(StrEnum):
     UNSUPPORTED_STATE = "unsupported_state"
     NO_LICENSES_FOR_STATE = "no_licenses_for_state"
     NO_ERRORS = "no_errors"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
     # operators and provisioning
     INVALID_ORDER = "invalid_order"
 
@@ -110,6 +111,17 @@ CannotDeactivate = _error("CannotDeactivate", Code.CANNOT_DEACTIVATE, "Cannot de
 UnsupportedState = _error("UnsupportedState", Code.UNSUPPORTED_STATE, "Unsupported license state.")
 NoLicensesForState = _error("NoLicensesForState", Code.NO_LICENSES_FOR_STATE, "No licenses were found for a given state.")
 NoErrors = _error("NoErrors", Code.NO_ERRORS, "License has no errors.")
+
+
+class TooManyAttempts(KeyturnError):
+    """Over a rate limit; ``retry_after`` is the number of seconds until the window ends."""
+
+    code = Code.TOO_MANY_ATTEMPTS
+    message = "Too many activation attempts."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(detail={"retryAfter": str(retry_after)})
+        self.retry_after = retry_after
 
 # Operators and provisioning.
 InvalidOrder = _error("InvalidOrder", Code.INVALID_ORDER, "Invalid order.")

@@ -218,8 +218,24 @@ class AuditHead(Model):
     digest = UnicodeAttribute()
 
 
+class RateLimit(Model):
+    """Attempts in one fixed window: ``<what>#<subject>#<window start, s>`` (``activate#<activation key>#...``).
+
+    Access: one conditional UpdateItem per attempt (add 1 while below the limit), never
+    read.  ``purge_at`` (DynamoDB TTL, seconds) removes the item after its window; the
+    key names the window, so a purge that comes late (TTL is lazy) changes nothing.
+    """
+
+    class Meta(_Meta):
+        table_suffix = "rate-limits"
+
+    counter = UnicodeAttribute(hash_key=True)
+    attempts = NumberAttribute()
+    purge_at = TTLAttribute()
+
+
 ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation, Provisioning, AuditRecord,
-                                       AuditHead)
+                                       AuditHead, RateLimit)
 
 _lock = threading.Lock()
 _shared: Connection | None = None
@@ -287,6 +303,7 @@ def create_tables() -> None:
         if not model.exists():
             model.create_table(wait=True)
     _enable_ttl(Session, "purge_at")
+    _enable_ttl(RateLimit, "purge_at")
 
 
 def _enable_ttl(model: type[Model], attribute: str) -> None:

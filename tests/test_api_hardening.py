@@ -6,12 +6,15 @@ the local server itself decides (``//`` paths, unknown methods, oversized reques
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 import pytest
 from chalice.test import Client
 
+from chalicelib import aws as aws_clients
 from chalicelib import config, models, orders
+from tests.conftest import FakeClock
 from tests.samples import SEED_ORDER, order, segment
 
 NOT_FOUND = b'{"errorMessage":"License not found."}'
@@ -204,4 +207,85 @@ def test_the_public_base_url_setting_is_read_without_a_trailing_slash(raw: str, 
 def test_a_public_base_url_that_is_not_http_or_https_with_a_host_is_refused(raw: str) -> None:
     env = {"KEYTURN_STAGE": "dev", "KEYTURN_PUBLIC_BASE_URL": raw, "KEYTURN_SECRETS_SOURCE": "ssm"}
     with pytest.raises(config.ConfigError, match="KEYTURN_PUBLIC_BASE_URL must be an http:// or https:// URL"):
+        config.from_environment(env, region="eu-west-1")
+
+
+# --- activation attempts per activation key per minute ---------------------------------
+
+TOO_MANY = b'{"message":"Too many activation attempts."}'
+
+
+def test_attempts_over_the_stages_limit_are_429_in_the_lac_format_until_the_minute_ends(
+        client: Client, rebind: Callable[..., object], clock: FakeClock) -> None:
+    rebind(activation_rate_limit=3)
+    key = orders.create_order(order(SEED_ORDER)).activation_key
+    other = orders.create_order(order(SEED_ORDER)).activation_key
+    clock.advance(15)  # 12:00:15: the window ends at 12:01:00
+    assert [put(client, key, "CUSTOM=a").status_code for _ in range(3)] == [202, 202, 202]
+    refused = put(client, key, "CUSTOM=b")
+    assert (refused.status_code, refused.body) == (429, TOO_MANY)
+    assert (refused.headers["Content-Type"], refused.headers["Vary"], refused.headers["Retry-After"]) == (
+        "application/hal+json", "Accept", "45")
+    assert put(client, key.lower(), "CUSTOM=b").status_code == 429  # the key in any case is the same key
+    assert put(client, other, "CUSTOM=a").status_code == 202  # per activation key
+    assert [a.hostids_key for a in models.Activation.query(key)] == ["CUSTOM=A"]  # refused attempts took no seat
+    clock.advance(45)
+    assert put(client, key, "CUSTOM=b").status_code == 202  # a new minute
+
+
+def test_failed_attempts_count_too_and_a_malformed_key_is_refused_without_counting(
+        client: Client, rebind: Callable[..., object]) -> None:
+    rebind(activation_rate_limit=2)
+    key = orders.create_order(order(SEED_ORDER)).activation_key
+    assert put(client, key, "HOSTNAME=x").status_code == 400  # a type the order does not list
+    assert put(client, key, "CUSTOM=a").status_code == 202
+    assert put(client, key, "CUSTOM=a").status_code == 429
+    assert client.http.put("/rest/v1/licenses/not-a-key/Q1VTVE9NPWE=").status_code == 400
+    assert [(item.counter.split("#")[:2], int(item.attempts)) for item in models.RateLimit.scan()] == [
+        (["activate", key], 2)]
+
+
+def test_each_attempt_costs_one_update_item_when_limited_and_none_when_not(
+        client: Client, rebind: Callable[..., object]) -> None:
+    key = orders.create_order(order(SEED_ORDER)).activation_key
+    assert put(client, key, "CUSTOM=a").status_code == 202
+
+    def requests_of_a_repeat() -> list[tuple[str, str]]:
+        calls: list[tuple[str, str]] = []
+
+        def observe(model: Any, params: dict[str, Any], **_: Any) -> None:
+            body = json.loads(params["body"])
+            calls.append((model.name, body.get("TableName") or ",".join(sorted(body.get("RequestItems", {})))))
+
+        aws_clients.observe(observe)
+        try:
+            assert put(client, key, "CUSTOM=a").status_code == 202
+        finally:
+            aws_clients.unobserve(observe)
+        return calls
+
+    unlimited = requests_of_a_repeat()
+    rebind(activation_rate_limit=60)
+    limited = requests_of_a_repeat()
+    assert limited == [("UpdateItem", "keyturn-test-rate-limits"), *unlimited]
+    assert [name for name, _ in unlimited] == ["BatchGetItem"]
+
+
+@pytest.mark.parametrize(("stage", "environ", "limit"), [
+    ("dev", {}, 60), ("prod", {}, 60), ("local", {}, 0), ("test", {}, 0),
+    ("local", {"KEYTURN_ACTIVATION_RATE_LIMIT": "5"}, 5), ("prod", {"KEYTURN_ACTIVATION_RATE_LIMIT": "0"}, 0),
+    ("dev", {"KEYTURN_ACTIVATION_RATE_LIMIT": "200"}, 200),
+])
+def test_the_limit_is_60_a_minute_on_deployed_stages_and_off_locally_unless_set(
+        stage: str, environ: dict[str, str], limit: int) -> None:
+    from tooling import stages
+
+    env = stages.environment_for(stage, environ)
+    assert config.from_environment(env, region="eu-west-1").activation_rate_limit == limit
+
+
+@pytest.mark.parametrize("raw", ["-1", "sixty", "1.5"])
+def test_a_limit_that_is_not_a_whole_number_is_refused(raw: str) -> None:
+    env = {"KEYTURN_STAGE": "dev", "KEYTURN_SECRETS_SOURCE": "ssm", "KEYTURN_ACTIVATION_RATE_LIMIT": raw}
+    with pytest.raises(config.ConfigError, match="KEYTURN_ACTIVATION_RATE_LIMIT must be"):
         config.from_environment(env, region="eu-west-1")

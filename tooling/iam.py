@@ -51,6 +51,7 @@ API = FunctionGrants(
         "activations": ("BatchGetItem", "PutItem", "DeleteItem", "Query"),  # seats (transactions), license lists
         "audit": ("PutItem",),  # a record with every change (append-only: never updated or deleted)
         "audit-heads": ("BatchGetItem", "GetItem", "PutItem"),  # read with the change, moved in its transaction
+        "rate-limits": ("UpdateItem",),  # one conditional count per activation attempt, when the stage limits them
     },
     indexes={"license-keys/by-id": ("Query",)},
     ssm_parameters=("license-key-secret", "signing-keys"),

@@ -42,6 +42,7 @@ _STATUS: dict[errors.Code, int] = {
     errors.Code.NO_ERRORS: 404,
     errors.Code.METHOD_NOT_ALLOWED: 405,
     errors.Code.UNSUPPORTED_MEDIA_TYPE: 415,
+    errors.Code.TOO_MANY_ATTEMPTS: 429,
 }
 
 
@@ -49,6 +50,8 @@ def error_response(exc: errors.KeyturnError) -> Response:
     status = _STATUS.get(exc.code)
     if status is None:
         return _hal({"message": "Internal server error."}, 500)
+    if isinstance(exc, errors.TooManyAttempts):
+        return _hal({"message": exc.message}, status, {"Retry-After": str(exc.retry_after)})
     return _hal({"message": exc.message}, status)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from typing import Iterator
 
 import pytest
@@ -17,11 +18,13 @@ from tests.e2e.stack import LocalStack, cli
 from tests.samples import SEED_ORDER
 
 pytestmark = pytest.mark.e2e
+RATE_LIMIT = 5  # activation attempts per key per minute on this module's stack (the local stage has none by default)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    running = LocalStack(tmp_path_factory.mktemp("hardening") / "state").start()
+    running = LocalStack(tmp_path_factory.mktemp("hardening") / "state",
+                         extra_env={"KEYTURN_ACTIVATION_RATE_LIMIT": str(RATE_LIMIT)}).start()
     yield running
     running.stop()
 
@@ -105,3 +108,16 @@ def test_the_access_log_masks_activation_keys(stack: LocalStack) -> None:
     assert "/rest/v1/licenses/" in logged  # the access log lines are there, with the key masked
     assert key not in logged and key.lower() not in logged
     assert f"/rest/v1/licenses/{key[:4]}…(23)/Q1VTVE9NPWE=" in logged
+
+
+def test_activation_attempts_over_the_limit_set_for_make_run_are_429(stack: LocalStack) -> None:
+    for _ in range(2):  # the count starts again each minute: a run that spans two minutes is repeated once
+        minute = time.time() // 60
+        key = create_order(stack)
+        answers = [raw(stack, "PUT", f"/rest/v1/licenses/{key}/Q1VTVE9NPWE=") for _ in range(RATE_LIMIT + 1)]
+        if time.time() // 60 == minute:
+            break
+    assert [status for status, _, _ in answers] == [202] * RATE_LIMIT + [429]
+    status, headers, body = answers[-1]
+    assert (body, headers["Content-Type"]) == (b'{"message":"Too many activation attempts."}', "application/hal+json")
+    assert 1 <= int(headers["Retry-After"]) <= 60
