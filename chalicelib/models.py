@@ -22,6 +22,7 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
 from pynamodb.connection import Connection
 from pynamodb.connection.table import TableConnection
@@ -45,7 +46,7 @@ class User(Model):
 
     ``failed_logins`` counts attempts inside the window that started at
     ``failed_window_start``; ``locked_until`` blocks logins.  Every change is one
-    conditional update (see ``users``), never a read followed by a write.
+    conditional update (see ``users``), never a read followed by an unconditional write.
     """
 
     class Meta(_Meta):
@@ -58,6 +59,7 @@ class User(Model):
     failed_window_start = NumberAttribute(default=0)
     locked_until = NumberAttribute(default=0)
     created_at = NumberAttribute()
+    pending_logins = UnicodeSetAttribute(null=True)  # ids of attempts counted and not yet decided (users.authenticate)
 
 
 class Session(Model):

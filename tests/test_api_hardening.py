@@ -6,7 +6,9 @@ the local server itself decides (``//`` paths, unknown methods, oversized reques
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from typing import Any, Callable
 
 import pytest
@@ -14,7 +16,7 @@ from chalice.test import Client
 
 from chalicelib import aws as aws_clients
 from chalicelib import config, models, orders
-from tests.conftest import FakeClock
+from tests.conftest import ADMIN_PASSWORD, FakeClock
 from tests.samples import SEED_ORDER, order, segment
 
 NOT_FOUND = b'{"errorMessage":"License not found."}'
@@ -289,3 +291,69 @@ def test_a_limit_that_is_not_a_whole_number_is_refused(raw: str) -> None:
     env = {"KEYTURN_STAGE": "dev", "KEYTURN_SECRETS_SOURCE": "ssm", "KEYTURN_ACTIVATION_RATE_LIMIT": raw}
     with pytest.raises(config.ConfigError, match="KEYTURN_ACTIVATION_RATE_LIMIT must be"):
         config.from_environment(env, region="eu-west-1")
+
+
+# --- a failed login costs the same, whatever the reason ----------------------------------
+
+def login_cost(client: Client, username: str, password: str) -> tuple[int, list[tuple[str, str]], int]:
+    """Status, the DynamoDB requests (operation, tables) and the scrypt computations of one login."""
+    calls: list[tuple[str, str]] = []
+    scrypts = 0
+
+    def observe(model: Any, params: dict[str, Any], **_: Any) -> None:
+        body = json.loads(params["body"])
+        tables = {body["TableName"]} if "TableName" in body else set(body.get("RequestItems", {}))
+        tables |= {item[kind]["TableName"] for item in body.get("TransactItems", []) for kind in item}
+        calls.append((model.name, ",".join(sorted(tables))))
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal scrypts
+        if event == "c_call" and arg is hashlib.scrypt:
+            scrypts += 1
+
+    body = json.dumps({"username": username, "password": password, "provider": "Local"})
+    aws_clients.observe(observe)
+    sys.setprofile(profile)
+    try:
+        response = client.http.post("/api/v1/sessions", headers={"Content-Type": "application/json"}, body=body)
+    finally:
+        sys.setprofile(None)
+        aws_clients.unobserve(observe)
+    return response.status_code, calls, scrypts
+
+
+def test_unknown_users_locked_users_and_wrong_passwords_cost_the_same_requests_and_scrypt_work(
+        client: Client, admin: models.User, clock: FakeClock) -> None:
+    costs = {"unknown user": login_cost(client, "nobody", "guess")}
+    for n in range(1, 6):  # the first failure opens the window; the fifth locks the account
+        costs[f"wrong password {n}"] = login_cost(client, "admin", f"wrong-{n}")
+    assert models.User.get("admin").locked_until > 0
+    costs["locked, wrong password"] = login_cost(client, "admin", "wrong-6")
+    costs["locked, right password"] = login_cost(client, "admin", ADMIN_PASSWORD)
+    costs["unknown user again"] = login_cost(client, "nobody-else", "guess")
+    clock.advance(6 * 60)  # the lock is over and the window too: the next failure opens a new one
+    costs["wrong password, new window"] = login_cost(client, "admin", "wrong-7")
+
+    expected = costs["unknown user"]
+    assert expected[0] == 401 and expected[2] == 1
+    assert {case: cost for case, cost in costs.items() if cost != expected} == {}
+    assert [name for name, _ in expected[1]] == ["BatchGetItem", "UpdateItem", "TransactWriteItems"]
+
+
+def test_the_hash_checked_for_unknown_users_costs_what_a_real_one_costs() -> None:
+    from chalicelib import passwords
+
+    assert passwords.hash_password("x").split("$")[:4] == passwords.DUMMY_HASH.split("$")[:4]
+
+
+def test_counted_failures_are_audited_and_uncounted_ones_leave_nothing(client: Client, admin: models.User) -> None:
+    from chalicelib import audit
+
+    for n in range(6):  # five counted failures (the fifth locks), then one on the locked account
+        assert login_cost(client, "admin", f"wrong-{n}")[0] == 401
+    assert login_cost(client, "nobody", "guess")[0] == 401
+    assert [r["action"] for r in audit.show("user#admin")] == ["password-set"] + ["login-failed"] * 4 + ["login-locked"]
+    assert audit.verify("user#admin")["ok"]
+    assert audit.show("user#nobody") == [] and audit.head_of("user#nobody") is None
+    assert [u.username for u in models.User.scan()] == ["admin"]
+    assert models.User.get("admin").pending_logins is None  # every counted attempt was decided

@@ -44,7 +44,7 @@ class FunctionGrants:
 
 API = FunctionGrants(
     tables={
-        "users": ("GetItem", "UpdateItem"),  # login, lockout counting
+        "users": ("BatchGetItem", "UpdateItem"),  # login (read with its audit head), lockout counting
         "sessions": ("GetItem", "PutItem", "UpdateItem", "DeleteItem"),  # login, sliding expiry, logout
         "license-keys": ("PutItem", "Scan", "DeleteItem"),  # add (conditional), list, delete (conditional)
         "orders": ("BatchGetItem", "GetItem", "UpdateItem"),  # every LAC call; the seat counter in transactions
