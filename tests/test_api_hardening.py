@@ -123,6 +123,12 @@ def test_json_with_or_without_the_utf8_charset_is_read(client: Client, admin: mo
     assert response.status_code == 401  # read and checked: a wrong password
 
 
+def test_chalices_own_415_for_a_bodiless_request_is_in_the_lac_format(client: Client) -> None:
+    response = client.http.get("/rest/v1/signing-keys", headers={"Content-Type": "text/plain"})
+    assert (response.status_code, response.body) == (415, b'{"message":"Unsupported media type."}')
+    assert response.headers["Content-Type"] == "application/hal+json"
+
+
 def test_a_non_json_body_on_an_lac_route_is_415_in_the_lac_format(client: Client) -> None:
     key = orders.create_order(order(SEED_ORDER)).activation_key
     response = client.http.put(f"/rest/v1/licenses/{key}/Q1VTVE9NPWE=", headers={"Content-Type": "*/*"}, body=b"x")
