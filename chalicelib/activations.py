@@ -23,7 +23,7 @@ from typing import Any, Callable, NoReturn
 from pynamodb.exceptions import DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib import audit, errors, hostids, keystore, runtime, seats
+from chalicelib import audit, errors, hostids, keystore, ratelimits, runtime, seats
 from chalicelib.config import current
 from chalicelib.models import CONFLICT_ATTEMPTS, Activation, AuditHead, Order, connection
 
@@ -133,7 +133,12 @@ def _license_file(order: Order, key: str, generated_at: datetime) -> tuple[str, 
 
 
 def activate(activation_key: str, segment: str) -> Activation:
-    """Take a seat for this host and sign its license; a repeat returns the same license."""
+    """Take a seat for this host and sign its license; a repeat returns the same license.
+
+    Each attempt with a well-formed key counts against the stage's activation rate limit
+    first (one UpdateItem when a limit is set), before the key is looked up.
+    """
+    ratelimits.take(f"activate#{normalise_key(activation_key)}", current().activation_rate_limit)
     for _ in range(CONFLICT_ATTEMPTS):
         lookup = _enabled(_read(activation_key, segment))
         if lookup.activation is not None:
@@ -147,10 +152,10 @@ def activate(activation_key: str, segment: str) -> Activation:
             if host_reason == "ConditionalCheckFailed":
                 continue  # the same host won a race: read its license (or try again if it is gone)
             if order_reason == "ConditionalCheckFailed":
-                current = _read(activation_key, segment).order
-                if not current.enabled:
+                latest = _read(activation_key, segment).order
+                if not latest.enabled:
                     raise errors.OrderDisabled() from None
-                seats.refused(current)
+                seats.refused(latest)
                 raise errors.BulkExceeded() from None
             raise
         seats.activated(lookup.order)

@@ -87,7 +87,8 @@ def entry(entity: str, action: str, detail: dict[str, Any], head: AuditHead | No
 
 
 def transact(entity: str, action: str, detail: dict[str, Any], change: Callable[[TransactWrite], None],
-             head: Any = _READ, also: tuple[tuple[str, str, dict[str, Any]], ...] = ()) -> None:
+             head: Any = _READ, also: tuple[tuple[str, str, dict[str, Any]], ...] = (), *,
+             refusal_expected: bool = False) -> None:
     """One transaction: the change (``change`` adds its items) and the entity's record, after them.
 
     ``head``: the chain's head as already read with the change's own items (None: the
@@ -96,6 +97,9 @@ def transact(entity: str, action: str, detail: dict[str, Any], change: Callable[
     conditions fails, its ``TransactWriteError`` is raised, its reasons in item order.
     ``also``: the first records of entities the change creates (``(entity, action, detail)``),
     in the same transaction (a replaced license key: the old one's record, and the new one's).
+    ``refusal_expected``: the caller sends a change whose condition it expects to fail
+    (``users.authenticate`` spends the same requests on every failed login); a
+    cancellation is then raised at once, without reading the head again.
     """
     for attempt in range(CONFLICT_ATTEMPTS):
         current = head_of(entity) if head is _READ or attempt else head
@@ -104,6 +108,8 @@ def transact(entity: str, action: str, detail: dict[str, Any], change: Callable[
             retrying_conflicts(functools.partial(_write, change, pending))
             return
         except TransactWriteError:
+            if refusal_expected:
+                raise
             # Decided by the head as it is now, not by the cancellation reasons' positions
             # (moto reports a missing item's failed update against another item): if the
             # head moved, another writer appended first, so read it again and retry; if

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 DEFAULT_SESSION_TTL = 1800
 DEFAULT_SECRETS_MAX_AGE = 300  # seconds an SSM secret is cached: a rotation reaches running functions in this time
@@ -40,6 +41,9 @@ class Settings:
     endpoint_url: str | None = None  # every client's endpoint: the local stack's database; None means AWS
     notifications_topic_arn: str | None = None  # where provisioning results are published (SNS); None: nowhere
     allow_test_orders: bool = True  # grant shops' test orders (Shopify test: true, Stripe livemode: false)
+    # scheme://host[:port][/path] of links (Location, HAL _links); None: from API Gateway's request context
+    public_base_url: str | None = None
+    activation_rate_limit: int = 0  # activation attempts per activation key per minute; 0: no limit
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -62,6 +66,35 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw not in ("true", "false"):
         raise ConfigError(f"{name} must be true or false, not {raw!r}")
     return raw == "true"
+def _limit(env: Mapping[str, str], name: str) -> int:
+    """A per-minute limit: a whole number, 0 (or unset) for none."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number per minute (0 for no limit), not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 (no limit) or more, not {value}")
+    return value
+
+
+def public_base_url(raw: str | None, name: str = "KEYTURN_PUBLIC_BASE_URL") -> str | None:
+    """``raw`` as the base of links, without a trailing ``/``; None when unset.
+
+    Only ``http``/``https`` with a host, and no query, fragment or credentials: the
+    value is put in front of every ``Location`` and ``href`` clients follow.
+    """
+    text = (raw or "").strip().rstrip("/")
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
+            or parts.username is not None or "\\" in text or any(c.isspace() for c in text)):
+        raise ConfigError(f"{name} must be an http:// or https:// URL with a host (and optionally a path), "
+                          f"not {raw!r}")
+    return text
 
 
 def table_prefix(env: Mapping[str, str], stage: str) -> str:
@@ -104,6 +137,9 @@ def from_environment(env: Mapping[str, str], region: str | None = None) -> Setti
         endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         notifications_topic_arn=env.get("KEYTURN_NOTIFICATIONS_TOPIC_ARN") or None,
         allow_test_orders=_flag(env, "KEYTURN_ALLOW_TEST_ORDERS", stage != "prod"),
+        public_base_url=public_base_url(env.get("KEYTURN_PUBLIC_BASE_URL")),
+        activation_rate_limit=_limit(env, "KEYTURN_ACTIVATION_RATE_LIMIT") if env.get(
+            "KEYTURN_ACTIVATION_RATE_LIMIT", "").strip() else _limit(env, "KEYTURN_DEFAULT_ACTIVATION_RATE_LIMIT"),
     )
 
 

@@ -45,6 +45,7 @@ class Code(StrEnum):
     # plans (operators)
     INVALID_PLAN = "invalid_plan"
     UNKNOWN_PLAN = "unknown_plan"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
     # operators and provisioning
     INVALID_ORDER = "invalid_order"
 
@@ -113,6 +114,17 @@ CannotDeactivate = _error("CannotDeactivate", Code.CANNOT_DEACTIVATE, "Cannot de
 UnsupportedState = _error("UnsupportedState", Code.UNSUPPORTED_STATE, "Unsupported license state.")
 NoLicensesForState = _error("NoLicensesForState", Code.NO_LICENSES_FOR_STATE, "No licenses were found for a given state.")
 NoErrors = _error("NoErrors", Code.NO_ERRORS, "License has no errors.")
+
+
+class TooManyAttempts(KeyturnError):
+    """Over a rate limit; ``retry_after`` is the number of seconds until the window ends."""
+
+    code = Code.TOO_MANY_ATTEMPTS
+    message = "Too many activation attempts."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(detail={"retryAfter": str(retry_after)})
+        self.retry_after = retry_after
 
 # Operators and provisioning.
 InvalidOrder = _error("InvalidOrder", Code.INVALID_ORDER, "Invalid order.")

@@ -114,14 +114,22 @@ def _decode_segment(segment: str) -> bytes:
     return raw
 
 
+MAX_SEGMENT_CHARS = 2048  # as received, percent-encoding included: no real host needs more
+MAX_HOSTIDS = 32
+
+
 def parse_hostids(segment: str) -> tuple[HostId, ...]:
     """Decode a ``{hostids}`` path segment, as received, into host ids in the client's order.
 
     Every way of being malformed (encoding, item shape, unknown type, value rules) is the
     same client error, ``HostIdFormat``: the contract gives them one message, and the
-    template checks come only after this succeeds.  Repeats are kept here (the response
-    echoes what was sent); :func:`canonical` and :func:`check_template` collapse them.
+    template checks come only after this succeeds.  So are a segment over
+    ``MAX_SEGMENT_CHARS``, more than ``MAX_HOSTIDS`` ids, and the same id twice (in any
+    spelling that compares equal: ``CUSTOM=a,CUSTOM=A``): a host names each of its ids
+    once, and a repeat only inflates the stored activation (4,000 repeats stored 241 KB).
     """
+    if len(segment) > MAX_SEGMENT_CHARS:
+        raise errors.HostIdFormat()
     try:
         text = _decode_segment(segment).decode("utf-8")
     except UnicodeDecodeError:
@@ -133,6 +141,10 @@ def parse_hostids(segment: str) -> tuple[HostId, ...]:
         if not sep or not name.isascii():
             raise errors.HostIdFormat()
         hostids.append(HostId(name.upper(), value))
+        if len(hostids) > MAX_HOSTIDS:
+            raise errors.HostIdFormat()
+    if len(set(map(_canonical_pair, hostids))) != len(hostids):
+        raise errors.HostIdFormat()
     return tuple(hostids)
 
 
@@ -142,7 +154,7 @@ MAX_CANONICAL_BYTES = 1024  # DynamoDB's limit for a sort key, which the canonic
 def canonical(hostids: Iterable[HostId]) -> str:
     """The lookup key for a set of host ids: ``TYPE=VALUE`` items, sorted, distinct.
 
-    Order, case, MAC separators and repeats are not part of a host's identity, so two
+    Order, case and MAC separators are not part of a host's identity, so two
     requests that differ only in those must find the same license.  Also the ``HOSTID``
     text written into license files.  A set longer than a DynamoDB sort key allows is a
     format error (no real host needs 1 KiB of ids).
@@ -157,8 +169,8 @@ def check_template(hostids: Sequence[HostId], template: Mapping[str, Any]) -> No
     """Check ids against an order's host id template, raising the contract's first failure.
 
     Order (B.1): a type the template does not list; then too few ids of a type or too few
-    overall; then too many of a type.  Ids are counted as distinct canonical items, so
-    sending the same id twice neither fills a second slot nor overflows ``max``.
+    overall; then too many of a type.  Ids are counted as distinct canonical items
+    (:func:`parse_hostids` refuses repeats, but other callers may pass any ids).
     Defaults when a key is absent or null: a type's ``min`` and the overall ``min`` are 0,
     a type's ``max`` is unbounded; a template without ``types`` allows no type at all.
     Each type's ``name`` is display text and is ignored.

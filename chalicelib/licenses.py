@@ -55,7 +55,13 @@ def all_keys() -> list[LicenseKey]:
 
 
 def find(license_id: str) -> LicenseKey:
-    """The key with this public id (through the eventually consistent ``by-id`` index)."""
+    """The key with this public id (through the eventually consistent ``by-id`` index).
+
+    An empty id (``/api/v1/licenses//``) is no key's: DynamoDB refuses an empty key value
+    with a ValidationException, so it is answered here, without a request.
+    """
+    if not license_id:
+        raise errors.LicenseNotFound()
     for item in LicenseKey.by_id.query(license_id, limit=1):
         return item
     raise errors.LicenseNotFound()

@@ -22,6 +22,7 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
 from pynamodb.connection import Connection
 from pynamodb.connection.table import TableConnection
@@ -45,7 +46,7 @@ class User(Model):
 
     ``failed_logins`` counts attempts inside the window that started at
     ``failed_window_start``; ``locked_until`` blocks logins.  Every change is one
-    conditional update (see ``users``), never a read followed by a write.
+    conditional update (see ``users``), never a read followed by an unconditional write.
     """
 
     class Meta(_Meta):
@@ -58,6 +59,7 @@ class User(Model):
     failed_window_start = NumberAttribute(default=0)
     locked_until = NumberAttribute(default=0)
     created_at = NumberAttribute()
+    pending_logins = UnicodeSetAttribute(null=True)  # ids of attempts counted and not yet decided (users.authenticate)
 
 
 class Session(Model):
@@ -247,8 +249,24 @@ class AuditHead(Model):
     digest = UnicodeAttribute()
 
 
+class RateLimit(Model):
+    """Attempts in one fixed window: ``<what>#<subject>#<window start, s>`` (``activate#<activation key>#...``).
+
+    Access: one conditional UpdateItem per attempt (add 1 while below the limit), never
+    read.  ``purge_at`` (DynamoDB TTL, seconds) removes the item after its window; the
+    key names the window, so a purge that comes late (TTL is lazy) changes nothing.
+    """
+
+    class Meta(_Meta):
+        table_suffix = "rate-limits"
+
+    counter = UnicodeAttribute(hash_key=True)
+    attempts = NumberAttribute()
+    purge_at = TTLAttribute()
+
+
 ALL_MODELS: tuple[type[Model], ...] = (User, Session, LicenseKey, Order, Activation, Provisioning, AuditRecord,
-                                       AuditHead, Plan, PlanClaim)
+                                       AuditHead, Plan, PlanClaim, RateLimit)
 
 _lock = threading.Lock()
 _shared: Connection | None = None
@@ -316,6 +334,7 @@ def create_tables() -> None:
         if not model.exists():
             model.create_table(wait=True)
     _enable_ttl(Session, "purge_at")
+    _enable_ttl(RateLimit, "purge_at")
 
 
 def _enable_ttl(model: type[Model], attribute: str) -> None:

@@ -39,9 +39,10 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 # Verified against when the user does not exist or is locked, so a failed login
-# costs the same time whatever the reason (no user-enumeration oracle).
-_DUMMY = "scrypt$14$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+# costs the same scrypt work whatever the reason (no user-enumeration oracle): the
+# parameters are those every new hash gets.
+DUMMY_HASH = f"scrypt${LOG2_N}${R}${P}$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 
 def burn_time(password: str) -> None:
-    verify_password(password, _DUMMY)
+    verify_password(password, DUMMY_HASH)

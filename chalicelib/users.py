@@ -4,12 +4,15 @@ Every login attempt is counted *before* its password is checked, with one condit
 update, so a burst of parallel guesses cannot all be checked against the hash before
 the first failure is recorded: at most ``LOCKOUT_FAILURES`` guesses per window are
 ever verified.  A correct password clears the count, but only if no lock was set in
-the meantime.  Unknown usernames cost the same (a GetItem, a failed conditional
-update, the scrypt work), so answers and timing do not tell whether a user exists.
+the meantime.  Unknown usernames, locked accounts and wrong passwords cost the same
+(one BatchGetItem, one conditional UpdateItem, one TransactWriteItems, one scrypt
+computation with the same parameters), so neither the answer nor the work tells whether
+a user exists or is locked; ``tests/test_api_hardening.py`` compares the requests.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from enum import StrEnum
 
@@ -18,7 +21,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from chalicelib import audit, errors, passwords, runtime
-from chalicelib.models import User, condition_failed
+from chalicelib.models import AuditHead, User, condition_failed, connection
 
 LOCKOUT_FAILURES = 5
 LOCKOUT_WINDOW_MS = 5 * 60 * 1000
@@ -149,46 +152,96 @@ def _try(username: str, actions: list[Action], condition: Condition) -> User | N
     return user
 
 
-def _reserve_attempt(username: str, now: int, known: bool) -> User | None:
-    """Count one attempt; None when the account is unknown, locked, or out of attempts."""
+def _read(username: str) -> tuple[User | None, AuditHead | None]:
+    """The user and its audit chain's head, in one request (consistent reads); None for what is absent."""
+    from chalicelib.activations import batch_get
+
+    user_get = User.get_operation_kwargs_from_class(username)
+    head_get = audit.head_key(entity_of(username))
+    found = batch_get(connection().dispatch, {
+        user_get["TableName"]: {"Keys": [user_get["Key"]], "ConsistentRead": True},
+        head_get["TableName"]: {"Keys": [head_get["Key"]], "ConsistentRead": True},
+    })
+    users = found.get(user_get["TableName"], [])
+    heads = found.get(head_get["TableName"], [])
+    return (User.from_raw_data(users[0]) if users else None), audit.head_from_raw(heads[0] if heads else None)
+
+
+def _reserve_attempt(username: str, now: int, user: User | None, attempt_id: str) -> User | None:
+    """Count one attempt, tagged ``attempt_id``, in one conditional update; the user as updated, or None.
+
+    Not counted (None): an unknown account (the update's condition needs the item), a
+    locked one, one out of attempts in its window (which this locks), or one whose window
+    a parallel attempt changed since it was read.  Every case is the same one request.
+    """
     not_locked = User.locked_until <= now
     in_window = User.failed_window_start > now - LOCKOUT_WINDOW_MS
-    counted = _try(username, [User.failed_logins.add(1)],
-                   not_locked & in_window & (User.failed_logins < LOCKOUT_FAILURES))
-    if counted is not None or not known:
-        return counted
-    restarted = _try(username, [User.failed_logins.set(1), User.failed_window_start.set(now)],
-                     not_locked & ~in_window)
-    if restarted is not None:
-        return restarted
-    # Out of attempts in this window: lock (once, whoever gets here first).
-    _try(username, [User.locked_until.set(now + LOCKOUT_MS), User.failed_logins.set(0),
-                    User.failed_window_start.set(0)],
-         not_locked & (User.failed_logins >= LOCKOUT_FAILURES))
-    return None
+    if user is not None and int(user.failed_window_start) <= now - LOCKOUT_WINDOW_MS:  # a new window
+        return _try(username, [User.failed_logins.set(1), User.failed_window_start.set(now),
+                               User.pending_logins.set({attempt_id})], not_locked & ~in_window)
+    if user is not None and int(user.locked_until) <= now and int(user.failed_logins) >= LOCKOUT_FAILURES:
+        # Out of attempts in this window (a burst): lock, whoever gets here first; nothing counted.
+        _try(username, [User.locked_until.set(now + LOCKOUT_MS), User.failed_logins.set(0),
+                        User.failed_window_start.set(0)], not_locked & (User.failed_logins >= LOCKOUT_FAILURES))
+        return None
+    # The window's next attempt; the condition refuses unknown and locked accounts.
+    return _try(username, [User.failed_logins.add(1), User.pending_logins.add({attempt_id})],
+                not_locked & in_window & (User.failed_logins < LOCKOUT_FAILURES))
+
+
+def _record_failure(username: str, now: int, attempt_id: str, attempt: User | None, head: AuditHead | None) -> None:
+    """Decide a failed attempt in one transaction: the user's update and its audit record, or nothing.
+
+    The transaction is sent for every failed login, counted or not, so an unknown user,
+    a locked one and a wrong password cost the same requests.  Its condition is that
+    this attempt was counted (its id is pending): for an attempt that was not, DynamoDB
+    cancels it and nothing is written, so no chain is started for a name nobody has and
+    a locked account's refusals add no records.  The fifth counted failure locks.
+    """
+    locks = attempt is not None and int(attempt.failed_logins) >= LOCKOUT_FAILURES
+    actions: list[Action] = [User.pending_logins.delete({attempt_id})]
+    if locks:
+        actions += [User.locked_until.set(now + LOCKOUT_MS), User.failed_logins.set(0),
+                    User.failed_window_start.set(0)]
+    this_attempt_was_counted = User.pending_logins.contains(attempt_id)
+    # The failure was counted before the password was checked (see above); its record
+    # says what it came to.
+    try:
+        audit.transact(entity_of(username), "login-locked" if locks else "login-failed",
+                       {"failedLogins": int(attempt.failed_logins) if attempt is not None else 0},
+                       lambda transaction: transaction.update(User(username), actions=actions,
+                                                              condition=this_attempt_was_counted),
+                       head=head, refusal_expected=attempt is None)
+    except TransactWriteError:
+        if attempt is not None:
+            raise
 
 
 def authenticate(username: str, password: str) -> User:
-    """The user these credentials belong to, or :class:`errors.BadCredentials`."""
+    """The user these credentials belong to, or :class:`errors.BadCredentials`.
+
+    Every failed login, whatever the reason, is the same three requests (the user and
+    its audit head read together; the attempt counted; the failure decided, see
+    :func:`_record_failure`) and one scrypt computation.
+    """
     if not username or len(username) > MAX_USERNAME:
         passwords.burn_time(password)
         raise errors.BadCredentials()
     now = runtime.now_ms()
-    user = get(username)
-    attempt = _reserve_attempt(username, now, known=user is not None)
+    user, head = _read(username)
+    attempt_id = base64.urlsafe_b64encode(runtime.random_bytes(16)).decode()
+    attempt = _reserve_attempt(username, now, user, attempt_id)
     if user is None or attempt is None:
         passwords.burn_time(password)
+        right = False
+    else:
+        right = passwords.verify_password(password, user.password_hash)
+    if not right:
+        _record_failure(username, now, attempt_id, attempt, head)
         raise errors.BadCredentials()
-    if not passwords.verify_password(password, user.password_hash):
-        locked = attempt.failed_logins >= LOCKOUT_FAILURES and _try(
-            username, [User.locked_until.set(now + LOCKOUT_MS), User.failed_logins.set(0),
-                       User.failed_window_start.set(0)], User.locked_until <= now) is not None
-        # The failure was counted before the password was checked (see above); its record
-        # says what it came to.  Unknown usernames get none: no chain for names nobody has.
-        audit.append(entity_of(username), "login-locked" if locked else "login-failed",
-                     {"failedLogins": int(attempt.failed_logins)})
-        raise errors.BadCredentials()
-    cleared = _try(username, [User.failed_logins.set(0), User.failed_window_start.set(0)], User.locked_until <= now)
+    assert user is not None
+    cleared = _try(username, [User.failed_logins.set(0), User.failed_window_start.set(0),
+                              User.pending_logins.delete({attempt_id})], User.locked_until <= now)
     if cleared is None:  # locked by parallel failures while this password was being checked
         raise errors.BadCredentials()
     return user

@@ -45,7 +45,8 @@ from moto import mock_aws  # noqa: E402  (before any client is made: moto hooks 
 from chalicelib import aws as aws_clients  # noqa: E402
 from chalicelib import config, keystore, models, runtime, users  # noqa: E402
 
-TEST_SETTINGS = config.Settings(stage="test", table_prefix="keyturn-test-", region="us-east-1", local_dir=_STATE)
+TEST_SETTINGS = config.Settings(stage="test", table_prefix="keyturn-test-", region="us-east-1", local_dir=_STATE,
+                                public_base_url="https://license.example.com")  # links' base (chalice.test has no domainName)
 config.bind(TEST_SETTINGS)
 keystore.ensure_local_secrets(_STATE)
 

@@ -33,6 +33,8 @@ def test_every_model_gets_an_on_demand_table_retained_except_on_create(stage: st
         assert properties["DeletionProtectionEnabled"] is (stage == "prod")
     assert tables["SessionTable"]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "purge_at",
                                                                                "Enabled": True}
+    assert tables["RateLimitTable"]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "purge_at",
+                                                                                 "Enabled": True}
     assert tables["LicenseKeyTable"]["Properties"]["GlobalSecondaryIndexes"][0]["IndexName"] == "by-id"
     assert [k["AttributeName"] for k in tables["ActivationTable"]["Properties"]["KeySchema"]] == [
         "activation_key", "hostids_key"]

@@ -44,13 +44,14 @@ class FunctionGrants:
 
 API = FunctionGrants(
     tables={
-        "users": ("GetItem", "UpdateItem"),  # login, lockout counting
+        "users": ("BatchGetItem", "UpdateItem"),  # login (read with its audit head), lockout counting
         "sessions": ("GetItem", "PutItem", "UpdateItem", "DeleteItem"),  # login, sliding expiry, logout
         "license-keys": ("PutItem", "Scan", "DeleteItem"),  # add (conditional), list, delete (conditional)
         "orders": ("BatchGetItem", "GetItem", "UpdateItem"),  # every LAC call; the seat counter in transactions
         "activations": ("BatchGetItem", "PutItem", "DeleteItem", "Query"),  # seats (transactions), license lists
         "audit": ("PutItem",),  # a record with every change (append-only: never updated or deleted)
         "audit-heads": ("BatchGetItem", "GetItem", "PutItem"),  # read with the change, moved in its transaction
+        "rate-limits": ("UpdateItem",),  # one conditional count per activation attempt, when the stage limits them
     },
     indexes={"license-keys/by-id": ("Query",)},
     ssm_parameters=("license-key-secret", "signing-keys"),

@@ -35,7 +35,7 @@ from typing import Any
 from chalicelib import config
 from tooling import iam, stages
 
-TTL_ATTRIBUTES = {"Session": "purge_at"}
+TTL_ATTRIBUTES = {"Session": "purge_at", "RateLimit": "purge_at"}
 API_FUNCTION = "APIHandler"  # Chalice's logical ids
 API_ROLE = "ApiHandlerRole"
 REST_API = "RestAPI"

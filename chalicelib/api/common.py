@@ -49,6 +49,32 @@ def text_response(body: str, status: int) -> Response:
     return Response(body=body, status_code=status, headers={"Content-Type": "text/plain; charset=utf-8"})
 
 
+def is_json_media_type(content_type: str | None) -> bool:
+    """``application/json``, optionally with ``charset=utf-8`` (names case-insensitive), and nothing else.
+
+    Chalice's own check is looser (``*/*``, ``text/plain, application/json`` and
+    ``application/json; charset=utf-16`` all pass it), so requests with a body are checked here.
+    """
+    if content_type is None:
+        return False
+    media_type, _, parameters = content_type.partition(";")
+    if media_type.strip().lower() != "application/json":
+        return False
+    if not parameters.strip():
+        return True
+    name, equals, value = parameters.partition("=")
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return bool(equals) and name.strip().lower() == "charset" and value.lower() == "utf-8"
+
+
+def require_json_body(request: Request) -> None:
+    """A request that carries a body must declare it JSON, else :class:`errors.UnsupportedMediaType` (415)."""
+    if request.raw_body and not is_json_media_type(request.headers.get("content-type")):
+        raise errors.UnsupportedMediaType()
+
+
 def json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, or :class:`errors.BadJson` saying what is wrong."""
     raw = request.raw_body or b""
@@ -83,9 +109,11 @@ def string_field(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def handle_errors(translator: ErrorTranslator, view: Callable[..., Response], **kwargs: Any) -> Response:
-    """Run a view; domain errors become the protocol's bodies, anything else a bare 500."""
+def handle_errors(translator: ErrorTranslator, view: Callable[..., Response], request: Request,
+                  **kwargs: Any) -> Response:
+    """Check the body's type, run a view; domain errors become the protocol's bodies, anything else a bare 500."""
     try:
+        require_json_body(request)
         return view(**kwargs)
     except errors.KeyturnError as exc:
         if exc.code == errors.Code.INTERNAL:

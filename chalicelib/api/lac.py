@@ -1,19 +1,20 @@
 """The LM-X License Activation Center-compatible API under /rest/v1 (wire contract B).
 
 No authentication: the activation key is the credential.  Bodies are HAL+json with
-absolute ``_links`` built from the request's scheme, host and API Gateway stage; every
+absolute ``_links`` built from the stage's base URL (see :func:`base_url`); every
 domain error becomes ``{"message": ...}`` in :func:`error_response` only.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from datetime import date, datetime, timezone
 from typing import Any, Callable
 
 from chalice.app import Blueprint, Request, Response
 
-from chalicelib import activations, errors, keystore
+from chalicelib import activations, config, errors, keystore
 from chalicelib.api.common import handle_errors, json_response
 from chalicelib.hostids import HOSTID_TYPES, encode_segment
 from chalicelib.logs import logger, mask
@@ -41,6 +42,7 @@ _STATUS: dict[errors.Code, int] = {
     errors.Code.NO_ERRORS: 404,
     errors.Code.METHOD_NOT_ALLOWED: 405,
     errors.Code.UNSUPPORTED_MEDIA_TYPE: 415,
+    errors.Code.TOO_MANY_ATTEMPTS: 429,
 }
 
 
@@ -48,6 +50,8 @@ def error_response(exc: errors.KeyturnError) -> Response:
     status = _STATUS.get(exc.code)
     if status is None:
         return _hal({"message": "Internal server error."}, 500)
+    if isinstance(exc, errors.TooManyAttempts):
+        return _hal({"message": exc.message}, status, {"Retry-After": str(exc.retry_after)})
     return _hal({"message": exc.message}, status)
 
 
@@ -59,7 +63,7 @@ def endpoint(path: str, methods: list[str]) -> Callable[[Callable[..., Response]
     def register(view: Callable[..., Response]) -> Callable[..., Response]:
         @functools.wraps(view)
         def routed(**kwargs: Any) -> Response:
-            return handle_errors(error_response, view, **kwargs)
+            return handle_errors(error_response, view, lac.current_request, **kwargs)
 
         lac.route(path, methods=methods)(routed)
         return routed
@@ -69,16 +73,30 @@ def endpoint(path: str, methods: list[str]) -> Callable[[Callable[..., Response]
 
 # --- URLs and bodies ----------------------------------------------------------------
 
+_DOMAIN_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
 def base_url(request: Request) -> str:
-    """``scheme://host[/stage]`` as the client reached us (API Gateway adds the stage)."""
-    headers = request.headers
-    host = headers.get("host", "localhost")
-    local = host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
-    scheme = headers.get("x-forwarded-proto", "http" if local else "https").split(",")[0].strip()
+    """``scheme://host[/stage]`` of links: the stage's public base URL, else API Gateway's own names.
+
+    Never a client's ``Host`` or ``X-Forwarded-Proto``: those would let any client put
+    its own scheme and host (``javascript://``, ``https://evil.example``) into the
+    ``Location`` and ``_links`` we answer.  API Gateway's request context names the
+    domain it was called on (its own or a custom domain it serves) and the stage; the
+    stage is part of the path only when the client called the stage URL.  It speaks
+    HTTPS only.
+    """
+    configured = config.current().public_base_url
+    if configured:
+        return configured
     context = request.context or {}
-    stage, path = context.get("stage"), context.get("path", "")
+    domain = str(context.get("domainName") or "")
+    if not _DOMAIN_NAME.fullmatch(domain):
+        raise config.ConfigError("no base URL for links: set KEYTURN_PUBLIC_BASE_URL (make run sets it), "
+                                 "or serve through API Gateway")
+    stage, path = context.get("stage"), str(context.get("path") or "")
     prefix = f"/{stage}" if stage and path.startswith(f"/{stage}/") else ""
-    return f"{scheme}://{host}{prefix}"
+    return f"https://{domain}{prefix}"
 
 
 def _iso(moment: datetime) -> str:
@@ -137,12 +155,13 @@ def _segment_of(activation: Activation) -> str:
 
 @endpoint("/licenses/{key}/{hostids}", ["PUT"])
 def activate(key: str, hostids: str) -> Response:
+    base = base_url(lac.current_request)  # first: a missing base URL must not leave a seat taken behind a 500
     try:
         activation = activations.activate(key, hostids)
     except errors.InvalidActivationKey as exc:  # the contract's one 400 for an unknown key
         return _hal({"message": exc.message}, 400)
     logger.info("activated", extra={"key": mask(key), "hostids": activation.hostids_key})
-    location = f"{base_url(lac.current_request)}{PREFIX}/license-queue/{key}/{hostids}"
+    location = f"{base}{PREFIX}/license-queue/{key}/{hostids}"
     return Response(body="", status_code=202, headers={"Location": location, "Vary": "Accept"})
 
 

@@ -71,7 +71,7 @@ def endpoint(path: str, methods: list[str], *, auth: bool = True) -> Callable[[C
                 return view(**kwargs)
 
             try:
-                return handle_errors(error_response, call)
+                return handle_errors(error_response, call, vrli.current_request)
             finally:
                 logger.thread_safe_remove_keys(["user_id"])
 
