@@ -1,0 +1,96 @@
+"""``make bench`` at its smallest size, so no benchmark can rot: every figure there, stdout only the table.
+
+Nothing here depends on timing: the figures' values and their pass flags for speed and
+memory are left to the machine; only what is deterministic is checked (DynamoDB request
+counts against their floors, the seat invariant under parallel activations).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.stack import process_exists
+
+PROJECT = Path(__file__).resolve().parents[1]
+OPERATIONS = ["login", "authenticated vRLI call", "list keys", "add key", "delete key", "new activation",
+              "repeat activation", "download", "deactivation", "provision one order (SQS)", "provision one key (SQS)",
+              "shop event: Keyturn OrderPlaced (EventBridge)"]
+
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    completed = subprocess.run([sys.executable, "-m", "benchmarks", "--size", "tiny", "--out", str(out),
+                                "--log", str(out / "bench.log")], cwd=PROJECT, capture_output=True, text=True,
+                               timeout=600)
+    log = (out / "bench.log").read_text(errors="replace") if (out / "bench.log").exists() else ""
+    assert completed.returncode in (0, 1), f"{completed.stderr}\n{log[-5000:]}"  # 1: a target missed, not a crash
+    return {"returncode": completed.returncode, "stdout": completed.stdout, "stderr": completed.stderr,
+            "results": json.loads((out / "results.json").read_text()), "docs": (out / "benchmarks.md").read_text(),
+            "log": log}
+
+
+def test_stdout_is_the_table_and_one_verdict_line_and_nothing_else(tiny_run: dict[str, Any]) -> None:
+    lines = tiny_run["stdout"].splitlines()
+    figures = tiny_run["results"]["figures"]
+    assert lines[0].split() == ["figure", "target", "measured", "pass/miss"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert len(lines) == 2 + len(figures) + 1
+    for line, figure in zip(lines[2:-1], figures, strict=True):
+        assert line.startswith(f"{figure['group']}: {figure['name']}")
+        assert line.rstrip().endswith(figure["verdict"])
+    assert lines[-1] == tiny_run["results"]["verdict"]
+    assert lines[-1].startswith("VERDICT: PASS" if tiny_run["returncode"] == 0 else "VERDICT: MISS")
+    assert tiny_run["stderr"] == ""
+    assert '"message":"request"' in tiny_run["log"]  # the handlers' logs went to the log file instead
+
+
+def test_every_figure_has_a_target_a_unit_and_a_pass_flag(tiny_run: dict[str, Any]) -> None:
+    for figure in tiny_run["results"]["figures"]:
+        assert figure["target"] and figure["unit"] and figure["measured"]
+        assert figure["passed"] in (True, False, None)
+        assert figure["verdict"] == {True: "pass", False: "MISS", None: "info"}[figure["passed"]]
+        assert (figure["passed"] is None) == (figure["target"] == "reported")
+
+
+def test_every_benchmark_reported(tiny_run: dict[str, Any]) -> None:
+    names = [(f["group"], f["name"]) for f in tiny_run["results"]["figures"]]
+    assert [n for g, n in names if g == "DynamoDB"] == OPERATIONS
+    assert [n for g, n in names if g == "$ per million"] == OPERATIONS
+    assert ("$ per month", "the stated mix (docs/benchmarks.md)") in names
+    cold = [n for g, n in names if g == "cold start"]
+    assert len(cold) == 5 and sum("no bytecode" in n for n in cold) == 2
+    assert [n for g, n in names if g == "handler overhead"] == ["download", "repeat activation"]
+    assert ("memory", "peak RSS after every route once (deployed runtime)") in names
+    assert [n for g, n in names if g == "concurrency"] == ["1 clients, 4 activations on bulkMax 2",
+                                                           "2 clients, 4 activations on bulkMax 2"]
+    assert "## Memory per route" in tiny_run["docs"] and tiny_run["results"]["verdict"] in tiny_run["docs"]
+
+
+def test_request_counts_meet_their_floors_and_the_seat_invariant_holds(tiny_run: dict[str, Any]) -> None:
+    figures = tiny_run["results"]["figures"]
+    counted = {f["name"]: f for f in figures if f["group"] == "DynamoDB"}
+    assert {name: f["passed"] for name, f in counted.items()} == {name: True for name in OPERATIONS}
+    assert counted["new activation"]["measured"].startswith("BatchGetItem x1 + TransactWriteItems x1 (4 items);")
+    assert counted["download"]["measured"].startswith("BatchGetItem x1;")
+    for level in tiny_run["results"]["details"]["concurrency"]["levels"]:
+        assert (level["granted"], level["refused"], level["counter"], level["stored"]) == (2, 2, 2, 2)
+
+
+def test_every_route_answered_below_500_in_the_deployed_runtime(tiny_run: dict[str, Any]) -> None:
+    steps = tiny_run["results"]["details"]["memory"]["steps"]
+    assert len(steps) == 19 and all(step["status"] < 500 for step in steps)
+
+
+def test_no_process_the_run_started_survives_it(tiny_run: dict[str, Any]) -> None:
+    details = tiny_run["results"]["details"]
+    started = details["memory"]["started_pids"] + details["concurrency"]["started_pids"]
+    assert len(started) >= 4 and not [pid for pid in started if process_exists(pid)]
