@@ -208,7 +208,7 @@ def sections(found: dict[str, Any]) -> str:
               f"Region {prices.REGION}, on-demand, USD, first tier; read on {prices.READ_ON} from stored copies of "
               "public pages (this machine has no internet access).", "", "| price | USD | source |", "|---|---|---|"]
     for price in prices.PRICES.values():
-        lines.append(f"| {price['what']} | {price['usd']:g} | {price['source']} |")
+        lines.append(f"| {price['what']} | {price['usd']:.10f}".rstrip("0").rstrip(".") + f" | {price['source']} |")
     lines += ["", prices.TRANSACTIONS + ".", "", "**HTTP API with Chalice.** " + prices.HTTP_API_WITH_CHALICE, ""]
     cold = found["coldstart"]
     lines += ["## Cold start (deployed package, Lambda-like runtime)", "",

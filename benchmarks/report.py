@@ -122,6 +122,6 @@ def markdown(data: dict[str, Any], notes: str) -> str:
               f"{', '.join(str(x) for x in data['machine']['load_average_at_start'])}; {data['machine']['platform']}",
               f"- Python {data['machine']['python']}; "
               + ", ".join(f"{name} {version}" for name, version in data["versions"].items()),
-              "", "Rerun: `make bench` (about three minutes on two shared cores; logs go to `build/bench.log`).",
+              "", "Rerun: `make bench` (the time it took here is above; its logs go to `build/bench.log`).",
               "Each figure, with its unit and details, is in `benchmarks/results.json`.", ""]
     return "\n".join(lines) + "\n" + notes.rstrip() + "\n"

@@ -94,3 +94,30 @@ def test_no_process_the_run_started_survives_it(tiny_run: dict[str, Any]) -> Non
     details = tiny_run["results"]["details"]
     started = details["memory"]["started_pids"] + details["concurrency"]["started_pids"]
     assert len(started) >= 4 and not [pid for pid in started if process_exists(pid)]
+
+
+# --- the capacity arithmetic, against the examples of DynamoDB's own documentation -------
+
+def test_item_sizes_follow_dynamodbs_rules() -> None:
+    from benchmarks.operations import item_size
+
+    assert item_size({"name": {"S": "abc"}}) == 7  # name + UTF-8 bytes
+    assert item_size({"n": {"N": "123"}}) == 1 + 3  # 1 byte per two significant digits, + 1
+    assert item_size({"n": {"N": "-0.00100"}}) == 1 + 2
+    assert item_size({"ok": {"BOOL": True}, "no": {"NULL": True}}) == 2 + 1 + 2 + 1
+    assert item_size({"m": {"M": {"a": {"S": "xy"}}}}) == 1 + 3 + (1 + 1 + 2)
+    assert item_size({"l": {"L": [{"S": "xy"}, {"N": "1"}]}}) == 1 + 3 + (1 + 2) + (1 + 2)
+    assert item_size({"b": {"B": "AAEC"}}) == 1 + 3  # base64 of 3 bytes
+    assert item_size(None) == 0
+
+
+def test_capacity_units_follow_dynamodbs_pricing_examples() -> None:
+    from benchmarks.operations import read_units, write_units
+
+    # "a strongly consistent read of an 8 KB item would require two RCUs, an eventually consistent
+    # read of an 8 KB item would require one RCU, and a transactional read of an 8 KB item would
+    # require four RCUs"; "a standard write request of a 3 KB item would require three WCUs, and a
+    # transactional write request of a 3 KB item would require six WCUs" (aws.amazon.com/dynamodb/pricing)
+    assert (read_units(8192, True), read_units(8192, False), read_units(8192, True, transactional=True)) == (2, 1, 4)
+    assert (write_units(3072), write_units(3072, transactional=True)) == (3, 6)
+    assert (read_units(0, True), read_units(3500, False), write_units(0), write_units(1025)) == (1, 0.5, 1, 2)
