@@ -1,7 +1,7 @@
 """``make bench``: every figure against its target, in one run; a table and a verdict on stdout, nothing else.
 
 1. DynamoDB requests and capacity units per operation (``benchmarks.operations``),
-   against the floors of DESIGN.md (or the floor the code is held to, with its reason);
+   against the design's floors (or the floor the code is held to, with its reason);
 2. dollars per million operations and for a monthly mix (``benchmarks.prices``);
 3. cold start of the deployed package against a bare Chalice + boto3 package
    (``benchmarks.coldstart``), with and without shipped bytecode;

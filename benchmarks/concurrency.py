@@ -7,7 +7,7 @@ percentiles are per request, as the client saw it.  The invariant: exactly
 ``bulkMax`` answers 202, the rest 403, the order's counter equals ``bulkMax`` and the
 table holds exactly that many activations.
 
-The local stack serves moto single-threaded (DESIGN.md: moto's transactions are not
+The local stack serves moto single-threaded (docs/design.md: moto's transactions are not
 safe under threads), so these figures are the local stack's, not DynamoDB's: they
 show the invariant holding under contention, not what AWS would sustain.
 """

@@ -383,27 +383,27 @@ def _run(settings: Any, repeats: int) -> dict[str, Any]:
                           "when the counting window has lapsed, as at most logins, a second one restarting it); "
                           "the count cleared on success; the session",
                           lambda i: status(http.post("/api/v1/sessions", headers=JSON, body=login_body)), api_ok[200]),
-                Operation("authenticated vRLI call", {"GetItem": 1}, None, "DESIGN.md: 1 read (the session)",
+                Operation("authenticated vRLI call", {"GetItem": 1}, None, "the design's target: 1 read (the session)",
                           lambda i: status(http.get("/api/v1/sessions/current", headers=auth)), api_ok[200]),
-                Operation("list keys", {"GetItem": 1, "Scan": 1}, None, "DESIGN.md: session read + 1 scan",
+                Operation("list keys", {"GetItem": 1, "Scan": 1}, None, "the design's target: session read + 1 scan",
                           lambda i: status(http.get("/api/v1/licenses", headers=auth)), api_ok[200]),
                 Operation("add key", {"GetItem": 2, "TransactWriteItems": 1}, 3,
                           "session + the audit head, then key + audit record + head in one transaction "
-                          "(DESIGN.md's 1 read + 1 conditional write, plus the audit trail)", add_key, api_ok[201]),
+                          "(the design's 1 read + 1 conditional write, plus the audit trail)", add_key, api_ok[201]),
                 Operation("delete key", {"GetItem": 2, "Query": 1, "TransactWriteItems": 1}, 3,
                           "session + the audit head, the key by its id (index), then delete + audit record + head "
                           "in one transaction",
                           lambda i: status(http.delete(f"/api/v1/licenses/{deletable[i]}", headers=auth)),
                           api_ok[200], setup=prepare_delete),
                 Operation("new activation", {"BatchGetItem": 1, "TransactWriteItems": 1}, 4,
-                          "DESIGN.md's 1 read + 1 transaction; the transaction now holds activation + order counter "
+                          "the design's 1 read + 1 transaction; the transaction now holds activation + order counter "
                           "+ audit record + audit head",
                           lambda i: status(http.put(f"/rest/v1/licenses/{key}/{segment(f'HOSTNAME=new-{i}')}")),
                           api_ok[202]),
-                Operation("repeat activation", {"BatchGetItem": 1}, None, "DESIGN.md: <= 2 reads, 0 writes",
+                Operation("repeat activation", {"BatchGetItem": 1}, None, "the design's target: <= 2 reads, 0 writes",
                           lambda i: status(http.put(f"/rest/v1/licenses/{key}/{segment('HOSTNAME=warm')}")),
                           api_ok[202]),
-                Operation("download", {"BatchGetItem": 1}, None, "DESIGN.md: <= 2 reads, 0 writes",
+                Operation("download", {"BatchGetItem": 1}, None, "the design's target: <= 2 reads, 0 writes",
                           lambda i: status(http.get(f"/rest/v1/licenses/{key}/{segment('HOSTNAME=warm')}")),
                           api_ok[200]),
                 Operation("deactivation", {"BatchGetItem": 1, "TransactWriteItems": 1}, 4,
