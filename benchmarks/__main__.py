@@ -213,11 +213,16 @@ def sections(found: dict[str, Any]) -> str:
     cold = found["coldstart"]
     lines += ["## Cold start (deployed package, Lambda-like runtime)", "",
               f"Median of {cold['runs']} fresh processes each, alternated in every round.", "",
-              "| package | zip MB | import app (ms) | + first request of each API (ms) |", "|---|---|---|---|"]
+              "| package | zip MB | import app (ms) | + first request of each API (ms) | the same, CPU ms | "
+              "ratio to bare, wall (CPU) |", "|---|---|---|---|---|---|"]
     for name, median in cold["medians_ms"].items():
         size = cold["zip_bytes"].get(name)
-        lines.append(f"| {name} | {size / 1e6:.1f} | {median['import']:.0f} | {median['first_requests']:.0f} |"
-                     if size else f"| {name} | - | {median['import']:.0f} | {median['first_requests']:.0f} |")
+        ratio = cold["ratios"].get(name)
+        ratio_text = (f"{ratio['import']:.2f} ({ratio['import_cpu']:.2f}), "
+                      f"{ratio['first_requests']:.2f} ({ratio['first_requests_cpu']:.2f})") if ratio else "-"
+        lines.append(f"| {name} | {f'{size / 1e6:.1f}' if size else '-'} | {median['import']:.0f} | "
+                     f"{median['first_requests']:.0f} | {median['import_cpu']:.0f}, "
+                     f"{median['first_requests_cpu']:.0f} | {ratio_text} |")
     mem = found["memory"]
     lines += ["", "## Memory per route (deployed package, one process, every route once)", "",
               f"Peak RSS after `import app`: {mem['after_import_mb']:.1f} MB.", "",
