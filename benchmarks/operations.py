@@ -13,7 +13,7 @@
   not doubled).  Item sizes follow DynamoDB's rules (attribute names + values; numbers
   1 byte per two significant digits + 1; lists and maps 3 bytes + 1 per element).
   Sizes are read with a second botocore client that the hook does not see, before the
-  call (and, for updates, after the operation).
+  call (and, for updates, after it: at the next call, or when the operation ends).
 - **Duration**: the median wall time of the operation's repeats in this process
   (handler and moto together), used for Lambda's duration charge.
 - **Logged bytes**: what the handlers wrote to stdout (Powertools' JSON lines, which
@@ -112,17 +112,21 @@ class Recorder:
         if model.service_model.service_name != "dynamodb":
             return
         body = json.loads(params["body"]) if params.get("body") else {}
+        self._after_images()  # the previous call is done: its updates' items are as it left them
         self.calls.append(self._measure(model.name, body))
 
     def take(self) -> list[Call]:
-        """The calls since the last take, with updates' after-images read now."""
+        """The calls since the last take (the last one's updates read now)."""
+        self._after_images()
         calls, self.calls = self.calls, []
-        for call in calls:
+        return calls
+
+    def _after_images(self) -> None:
+        for call in self.calls:
             for table, key, before, transactional in call.pending:
                 after = item_size(self._get(table, key))
                 call.wru += write_units(max(before, after), transactional) + self._index_units(table, after or before)
             call.pending.clear()
-        return calls
 
     # -- helpers
     def _table(self, name: str) -> dict[str, Any]:

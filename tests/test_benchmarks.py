@@ -121,3 +121,39 @@ def test_capacity_units_follow_dynamodbs_pricing_examples() -> None:
     assert (read_units(8192, True), read_units(8192, False), read_units(8192, True, transactional=True)) == (2, 1, 4)
     assert (write_units(3072), write_units(3072, transactional=True)) == (3, 6)
     assert (read_units(0, True), read_units(3500, False), write_units(0), write_units(1025)) == (1, 0.5, 1, 2)
+
+
+def test_the_recorder_computes_units_from_the_items_each_call_touches(aws: None) -> None:
+    import boto3
+
+    from benchmarks.operations import Recorder
+
+    admin = boto3.session.Session().client("dynamodb", region_name="us-east-1")
+    admin.create_table(TableName="capacity", BillingMode="PAY_PER_REQUEST",
+                       AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                             {"AttributeName": "alt", "AttributeType": "S"}],
+                       KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                       GlobalSecondaryIndexes=[{"IndexName": "by-alt", "Projection": {"ProjectionType": "ALL"},
+                                                "KeySchema": [{"AttributeName": "alt", "KeyType": "HASH"}]}])
+    recorder = Recorder(admin)
+    observed = boto3.session.Session().client("dynamodb", region_name="us-east-1")
+    observed.meta.events.register("before-call.dynamodb.*", recorder)
+    key = {"pk": {"S": "a"}}
+    two_kb = {**key, "alt": {"S": "x"}, "data": {"S": "d" * (2048 - 2 - 1 - 3 - 1 - 4)}}  # names + values: 2048 B
+
+    observed.put_item(TableName="capacity", Item=two_kb)
+    observed.get_item(TableName="capacity", Key=key, ConsistentRead=True)
+    observed.get_item(TableName="capacity", Key=key)
+    observed.update_item(TableName="capacity", Key=key, UpdateExpression="SET more = :m",
+                         ExpressionAttributeValues={":m": {"S": "m" * 3000}})
+    observed.transact_write_items(TransactItems=[{"Put": {"TableName": "capacity", "Item": {
+        "pk": {"S": "b"}, "data": {"S": "d" * 1500}}}}])  # no "alt": not in the index
+    observed.delete_item(TableName="capacity", Key=key)
+    calls = recorder.take()
+    assert [(c.operation, c.rru, c.wru) for c in calls] == [
+        ("PutItem", 0.0, 2 + 2),  # 2 KB, and the index that holds it
+        ("GetItem", 1.0, 0.0), ("GetItem", 0.5, 0.0),
+        ("UpdateItem", 0.0, 5 + 5),  # the larger image, 2048 + 3004 bytes
+        ("TransactWriteItems", 0.0, 2 * 2),  # 1.5 KB, doubled in a transaction
+        ("DeleteItem", 0.0, 5 + 5),
+    ]
