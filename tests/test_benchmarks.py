@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -22,7 +22,13 @@ OPERATIONS = ["login", "authenticated vRLI call", "list keys", "add key", "delet
               "repeat activation", "download", "deactivation", "provision one order (SQS)", "provision one key (SQS)",
               "shop event: Keyturn OrderPlaced (EventBridge)"]
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+Test = Callable[..., None]
+
+
+def smoke(test: Test) -> Test:
+    """A test of the tiny run, which starts the local stack and builds the package."""
+    marked: Test = pytest.mark.deploy(pytest.mark.e2e(test))
+    return marked
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "log": log}
 
 
+@smoke
 def test_stdout_is_the_table_and_one_verdict_line_and_nothing_else(tiny_run: dict[str, Any]) -> None:
     lines = tiny_run["stdout"].splitlines()
     figures = tiny_run["results"]["figures"]
@@ -53,6 +60,7 @@ def test_stdout_is_the_table_and_one_verdict_line_and_nothing_else(tiny_run: dic
     assert '"message":"request"' in tiny_run["log"]  # the handlers' logs went to the log file instead
 
 
+@smoke
 def test_every_figure_has_a_target_a_unit_and_a_pass_flag(tiny_run: dict[str, Any]) -> None:
     for figure in tiny_run["results"]["figures"]:
         assert figure["target"] and figure["unit"] and figure["measured"]
@@ -61,6 +69,7 @@ def test_every_figure_has_a_target_a_unit_and_a_pass_flag(tiny_run: dict[str, An
         assert (figure["passed"] is None) == (figure["target"] == "reported")
 
 
+@smoke
 def test_every_benchmark_reported(tiny_run: dict[str, Any]) -> None:
     names = [(f["group"], f["name"]) for f in tiny_run["results"]["figures"]]
     assert [n for g, n in names if g == "DynamoDB"] == OPERATIONS
@@ -75,6 +84,7 @@ def test_every_benchmark_reported(tiny_run: dict[str, Any]) -> None:
     assert "## Memory per route" in tiny_run["docs"] and tiny_run["results"]["verdict"] in tiny_run["docs"]
 
 
+@smoke
 def test_request_counts_meet_their_floors_and_the_seat_invariant_holds(tiny_run: dict[str, Any]) -> None:
     figures = tiny_run["results"]["figures"]
     counted = {f["name"]: f for f in figures if f["group"] == "DynamoDB"}
@@ -85,11 +95,13 @@ def test_request_counts_meet_their_floors_and_the_seat_invariant_holds(tiny_run:
         assert (level["granted"], level["refused"], level["counter"], level["stored"]) == (2, 2, 2, 2)
 
 
+@smoke
 def test_every_route_answered_below_500_in_the_deployed_runtime(tiny_run: dict[str, Any]) -> None:
     steps = tiny_run["results"]["details"]["memory"]["steps"]
     assert len(steps) == 19 and all(step["status"] < 500 for step in steps)
 
 
+@smoke
 def test_no_process_the_run_started_survives_it(tiny_run: dict[str, Any]) -> None:
     details = tiny_run["results"]["details"]
     started = details["memory"]["started_pids"] + details["concurrency"]["started_pids"]
