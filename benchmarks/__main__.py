@@ -114,7 +114,7 @@ def figures(found: dict[str, Any]) -> list[Any]:
     costs = {name: prices.per_operation(op, memory_mb) for name, op in by_name.items()}
     for name, cost in costs.items():
         op = by_name[name]
-        gateway = "" if op["billed_as"] == "api" else " (no API Gateway)"
+        gateway = "" if op["billed_as"] == "api" else f" (no API Gateway; {op['billed_as']})"
         result.append(Figure("$ per million", name, "reported",
                              f"${cost['total_rest'] * 1e6:.2f} REST / ${cost['total_http'] * 1e6:.2f} HTTP API"
                              f"{gateway}; Lambda {op['duration_ms']:.0f} ms, {op['logged_bytes']} B logged",
@@ -178,13 +178,13 @@ def sections(found: dict[str, Any]) -> str:
               f"At the configured {memory_mb} MB, x86_64, at each operation's measured duration (the median of "
               "its repeats in process on this machine: see the notes below for why Lambda's would differ) "
               "and at the bytes its handlers logged.", "",
-              "| operation | Lambda ms | logged bytes | API Gateway REST | API Gateway HTTP | Lambda | "
-              "DynamoDB reads | DynamoDB writes | CloudWatch Logs | total (REST) | total (HTTP API) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| operation | Lambda ms | logged bytes | API Gateway REST | API Gateway HTTP | SQS or EventBridge | "
+              "Lambda | DynamoDB reads | DynamoDB writes | CloudWatch Logs | total (REST) | total (HTTP API) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for op in found["operations"]:
         c = {k: v * 1e6 for k, v in prices.per_operation(op, memory_mb).items()}
         lines.append(f"| {op['name']} | {op['duration_ms']:.1f} | {op['logged_bytes']} | "
-                     f"${c['api_gateway_rest']:.2f} | ${c['api_gateway_http']:.2f} | "
+                     f"${c['api_gateway_rest']:.2f} | ${c['api_gateway_http']:.2f} | ${c['sqs'] + c['eventbridge']:.2f} | "
                      f"${c['lambda_requests'] + c['lambda_duration']:.2f} | ${c['dynamodb_reads']:.3f} | "
                      f"${c['dynamodb_writes']:.2f} | ${c['cloudwatch_logs']:.4f} | ${c['total_rest']:.2f} | "
                      f"${c['total_http']:.2f} |")
@@ -197,9 +197,11 @@ def sections(found: dict[str, Any]) -> str:
         total_http += count * c["total_http"]
         lines.append(f"| {name} | {count:,} | ${count * c['total_rest']:,.2f} | ${count * c['total_http']:,.2f} |")
     lines += [f"| **total** | | **${total_rest:,.2f}** | **${total_http:,.2f}** |", "",
-              "Not in these sums: DynamoDB storage and backups (point-in-time recovery), SQS and EventBridge "
-              "requests for shop events, SNS for published results, CloudWatch metrics and alarms, data transfer, "
-              "free tiers, and Lambda's own START/END/REPORT log lines (not measured here).", "",
+              "SQS is counted as three requests a message (sent, received, deleted, in batches of one), EventBridge "
+              "as one event published.  Not in these sums: DynamoDB storage and backups (point-in-time recovery), "
+              "Lambda's empty long-poll receives on the queue, SNS for published results, CloudWatch metrics and "
+              "alarms, data transfer, free tiers, and Lambda's own START/END/REPORT log lines (not measured here).",
+              "",
               "### The licensing services a vendor would otherwise pay", "",
               "| service | how it charges | list price at these volumes | source |", "|---|---|---|---|"]
     for service in prices.SERVICES:

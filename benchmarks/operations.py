@@ -227,7 +227,7 @@ class Operation:
     run: Callable[[int], Any]  # the i-th instance (fresh inputs for each i); returns (status, body)
     ok: Callable[[Any], bool]
     setup: Callable[[int], None] | None = None
-    billed_as: str = "api"  # "api": API Gateway + Lambda; "event": Lambda invoked by SQS/EventBridge
+    billed_as: str = "api"  # "api": API Gateway + Lambda; "sqs", "eventbridge": Lambda invoked by that service
 
     def floor_text(self) -> str:
         parts = [f"{op} x{n}" for op, n in self.floor.items()]
@@ -417,15 +417,15 @@ def _run(settings: Any, repeats: int) -> dict[str, Any]:
                 Operation("provision one order (SQS)", {"GetItem": 1, "TransactWriteItems": 1}, 4,
                           "the line's record (exactly once), then order + record + audit record + audit head "
                           "in one transaction", provision(ORDER_LINE),
-                          lambda r: r[1] == {"batchItemFailures": []}, billed_as="event"),
+                          lambda r: r[1] == {"batchItemFailures": []}, billed_as="sqs"),
                 Operation("provision one key (SQS)", {"GetItem": 1, "TransactWriteItems": 1}, 4,
                           "as an order, with the key in place of the order", provision(KEY_LINE),
-                          lambda r: r[1] == {"batchItemFailures": []}, billed_as="event"),
+                          lambda r: r[1] == {"batchItemFailures": []}, billed_as="sqs"),
             ]
             for name, (_, make) in SHOP_EVENTS.items():
                 ops.append(Operation(f"shop event: {name}", {"GetItem": 1, "TransactWriteItems": 1}, 4,
                                      "as provisioning one order", shop_event(make),
-                                     lambda r: r[1].get("ok") is True, billed_as="event"))
+                                     lambda r: r[1].get("ok") is True, billed_as="eventbridge"))
             measured = [_measure(op, recorder, repeats) for op in ops]
             overhead = _overhead(app, harness, raw, recorder, key, repeats, aws)
     finally:

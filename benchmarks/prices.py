@@ -39,6 +39,13 @@ PRICES: dict[str, dict[str, Any]] = {
     "dynamodb_rru_per_million": {
         "usd": 0.125, "what": "DynamoDB on-demand, per million read request units",
         "source": "https://airbyte.com/data-engineering-resources/dynamodb-pricing (2025-07-21, US East)"},
+    "sqs_standard_per_million": {
+        "usd": 0.40, "what": "SQS standard queue, per million requests (64 KB each; first 100 billion a month)",
+        "source": "https://cloudburn.io/blog/amazon-sqs-pricing (2026-03-14, US East)"},
+    "eventbridge_event_per_million": {
+        "usd": 1.00, "what": "EventBridge custom or partner event published, per million (64 KB each)",
+        "source": "https://cloudburn.io/blog/amazon-eventbridge-pricing (2026-03-13, US East); "
+                  "https://blog.awsfundamentals.com/aws-eventbridge-pricing-guide"},
     "cloudwatch_logs_ingest_per_gb": {
         "usd": 0.50, "what": "CloudWatch Logs ingestion, standard class, per GB (taken as 10^9 bytes)",
         "source": "https://c3x.dev/blog/cloudwatch-logs-cost-optimization (\"us-east-1, June 2026\")"},
@@ -108,6 +115,9 @@ def per_operation(op: dict[str, Any], memory_mb: int) -> dict[str, float]:
     duration_ms = math.ceil(op["duration_ms"] or 0)  # Lambda bills per started millisecond
     api = op["billed_as"] == "api"
     parts = {
+        # SQS: the message sent, received and deleted (batches of one; Lambda's empty long-poll receives not counted)
+        "sqs": 3 * usd("sqs_standard_per_million") / 1e6 if op["billed_as"] == "sqs" else 0.0,
+        "eventbridge": usd("eventbridge_event_per_million") / 1e6 if op["billed_as"] == "eventbridge" else 0.0,
         "api_gateway_rest": usd("api_gateway_rest_per_million") / 1e6 if api else 0.0,
         "api_gateway_http": usd("api_gateway_http_per_million") / 1e6 if api else 0.0,
         "lambda_requests": usd("lambda_requests_per_million") / 1e6,
