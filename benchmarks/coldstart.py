@@ -1,18 +1,31 @@
-"""Cold start of the deployed package, against a bare Chalice + boto3 package run the same way.
+"""Cold start of the deployed package, against a bare Chalice + boto3 package made and run the same way.
 
-``python -m benchmarks.coldstart [--runs N]``: builds the package three ways (as shipped;
-``--runtime-sdk``, with boto3/botocore from the runtime; as shipped without its
-bytecode), unzips each read-only, and times fresh processes of the Lambda-like runtime
-of ``tests/deploy`` (a clean Python 3.11 with only boto3/botocore): ``import app``, then
-the first request of each API (``GET /api/v1/version``, and a LAC lookup of a malformed
-key, a 404 made without any AWS call).  Variants alternate in every round, so the
-machine's noise reaches each alike; medians of N rounds, and ratios to the bare package.
+``python -m benchmarks.coldstart [--runs N]`` prints the table alone.  From the one
+package ``tooling.package`` builds (bytecode shipped, unchecked-hash ``.pyc`` beside
+every source), five task roots, each unzipped read-only:
+
+- Keyturn as shipped, and as shipped without its bytecode;
+- Keyturn with boto3/botocore left to the runtime's own (what ``--runtime-sdk`` leaves
+  out, removed from the shipped zip), reported only;
+- a bare app: Chalice's runtime module and the same bundled boto3/botocore/... taken
+  from the shipped package, with a two-route ``app.py`` that makes a DynamoDB client,
+  with its bytecode compiled the same way, and without any.
+
+Each round starts a fresh process of ``tests/deploy``'s runtime interpreter (a clean
+Python 3.11 with only boto3/botocore) per root, alternating, so the machine's noise
+reaches each alike: ``import app``, then the first request of each API (``GET
+/api/v1/version``, and a LAC lookup of a malformed key, a 404 made without any AWS
+call).  Medians over the rounds; the first round warms the page cache and is dropped.
+Wall time is what is judged (a cold start is waited for); CPU time (user + system) is
+recorded beside it, as it moves less with the load of a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import py_compile
 import shutil
 import statistics
 import subprocess
@@ -20,24 +33,26 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from tests.deploy import harness
+from tooling import package
 
 CHILD = r"""
 import json, os, resource, sys, time
 def cpu():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 wall0, cpu0 = time.perf_counter(), cpu()
 sys.path.insert(0, os.environ["LAMBDA_TASK_ROOT"])
 import app
-imported = (time.perf_counter() - wall0, cpu() - cpu0)
-events = json.loads(sys.stdin.read())
-for event in events:
+imported, imported_cpu = time.perf_counter() - wall0, cpu() - cpu0
+for event in json.loads(sys.stdin.read()):
     response = app.app(event, None)
     assert response["statusCode"] < 500, response
-served = (time.perf_counter() - wall0, cpu() - cpu0)
-print(json.dumps({"import": imported, "first_requests": served}))
+served, served_cpu = time.perf_counter() - wall0, cpu() - cpu0
+print(json.dumps({"import": imported, "first_requests": served,
+                  "import_cpu": imported_cpu, "first_requests_cpu": served_cpu}))
 """
 
 BARE_APP = """from chalice import Chalice
@@ -57,73 +72,107 @@ def order(key):
     return {"key": key}
 """
 
-
-def build(out: Path, *flags: str) -> Path:
-    subprocess.run([sys.executable, "-m", "tooling.package", "--stage", "dev", "--out", str(out), "--no-lint",
-                    *flags], cwd=harness.PROJECT, env=harness.without_aws_configuration(), check=True,
-                   stdout=subprocess.DEVNULL)
-    return out / "deployment.zip"
+KEYTURN, KEYTURN_NO_PYC = "keyturn, bytecode shipped", "keyturn, no bytecode"
+BARE, BARE_NO_PYC = "bare, bytecode shipped", "bare, no bytecode"
+RUNTIME_SDK = "keyturn, runtime's boto3"
+PAIRS = ((KEYTURN, BARE), (KEYTURN_NO_PYC, BARE_NO_PYC))
 
 
-def without_bytecode(source: Path, target: Path) -> Path:
+def _sdk_entry(name: str) -> bool:
+    top = name.split("/")[0]
+    return top in package.RUNTIME_SDK or top.startswith(tuple(package.RUNTIME_SDK.values()))
+
+
+def filtered_zip(source: Path, target: Path, drop: Any) -> Path:
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
-            if not info.filename.endswith(".pyc"):
+            if not drop(info.filename):
                 dst.writestr(info, src.read(info))
     return target
 
 
-def bare_root(shipped_root: Path, root: Path) -> Path:
+def _read_only(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+def bare_root(shipped_root: Path, root: Path, bytecode: bool) -> Path:
+    """Chalice's module and the bundled SDK from the shipped package, and the bare app.py."""
     root.mkdir(parents=True)
-    shutil.copytree(shipped_root / "chalice", root / "chalice", ignore=shutil.ignore_patterns("__pycache__"))
+    ignore = None if bytecode else shutil.ignore_patterns("__pycache__")
+    for entry in shipped_root.iterdir():
+        if entry.name == "chalice" or _sdk_entry(entry.name):
+            if entry.is_dir():
+                shutil.copytree(entry, root / entry.name, ignore=ignore)
+            else:
+                shutil.copy2(entry, root / entry.name)
     (root / "app.py").write_text(BARE_APP)
+    if bytecode:
+        sources = [root / "app.py", *(root / name for name in ("six.py",) if (root / name).exists())]
+        for source in sources:
+            py_compile.compile(str(source), cfile=importlib.util.cache_from_source(str(source)), doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    _read_only(root)
     return root
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.coldstart", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=15)
-    args = parser.parse_args(argv)
+def measure(shipped_zip: Path, sam: dict[str, Any], python: Path, runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keyturn-coldstart-") as work:
         tmp = Path(work)
-        shipped = build(tmp / "shipped")
-        zips = {"shipped": shipped, "runtime boto3": build(tmp / "runtime-sdk", "--runtime-sdk"),
-                "no bytecode": without_bytecode(shipped, tmp / "nopyc.zip")}
+        zips = {KEYTURN: shipped_zip,
+                KEYTURN_NO_PYC: filtered_zip(shipped_zip, tmp / "nopyc.zip", lambda n: n.endswith(".pyc")),
+                RUNTIME_SDK: filtered_zip(shipped_zip, tmp / "runtime-sdk.zip", _sdk_entry)}
         roots: dict[str, Path] = {}
         for name, path in zips.items():
             roots[name] = tmp / f"root-{len(roots)}"
             harness.unzip(path, roots[name])
-        roots["bare Chalice+boto3"] = bare_root(roots["shipped"], tmp / "root-bare")
-        sam = json.loads((tmp / "shipped" / "sam.json").read_text())
-        function = sam["Resources"]["APIHandler"]["Properties"]
+        roots[BARE] = bare_root(roots[KEYTURN], tmp / "root-bare", bytecode=True)
+        roots[BARE_NO_PYC] = bare_root(roots[KEYTURN], tmp / "root-bare-nopyc", bytecode=False)
         routes = harness.Routes(sam["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"])
         events = json.dumps([harness.proxy_event(routes, "GET", "/api/v1/version", {}, None),
                              harness.proxy_event(routes, "GET", "/rest/v1/license-orders/not-a-key", {}, None)])
-        python = harness.runtime_python(Path(sys.prefix) / "lambda-runtime")
+        function = sam["Resources"]["APIHandler"]["Properties"]
         refs = {"NotificationsTopic": f"arn:aws:sns:{harness.REGION}:{harness.ACCOUNT}:keyturn-dev-notifications"}
         variables = {k: harness.resolve_ref(v, refs) for k, v in function["Environment"]["Variables"].items()}
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **variables,
                "AWS_REGION": harness.REGION, "AWS_DEFAULT_REGION": harness.REGION, "AWS_ACCESS_KEY_ID": "bench",
                "AWS_SECRET_ACCESS_KEY": "bench", "AWS_EC2_METADATA_DISABLED": "true"}
-        samples: dict[str, list[dict[str, list[float]]]] = {name: [] for name in roots}
-        for _ in range(args.runs + 1):  # the first round warms the page cache and is not counted
+        samples: dict[str, list[dict[str, float]]] = {name: [] for name in roots}
+        for _ in range(runs + 1):  # the first round warms the page cache and is not counted
             for name, root in roots.items():
                 result = subprocess.run([*harness.read_only_as_root(), str(python), "-c", CHILD], input=events,
                                         env={**env, "LAMBDA_TASK_ROOT": str(root)}, capture_output=True, text=True,
-                                        check=True, cwd=root)
+                                        check=True, cwd=root, timeout=120)
                 samples[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
         sizes = {name: path.stat().st_size for name, path in zips.items()}
-    bare = {what: statistics.median(s[what][0] for s in samples["bare Chalice+boto3"][1:])
-            for what in ("import", "first_requests")}
-    print(f"cold start in the Lambda-like runtime, median of {args.runs} fresh processes each (ms; ratio to bare)")
-    print(f"{'package':22} {'zip MB':>7} {'import app':>16} {'+ first request of each API':>30}")
-    for name in roots:
-        counted = samples[name][1:]
-        imported = statistics.median(s["import"][0] for s in counted)
-        served = statistics.median(s["first_requests"][0] for s in counted)
-        size = f"{sizes[name] / 1e6:.1f}" if name in sizes else "-"
-        print(f"{name:22} {size:>7} {imported * 1000:9.0f} ({imported / bare['import']:.2f}x) "
-              f"{served * 1000:20.0f} ({served / bare['first_requests']:.2f}x)")
+    medians = {name: {what: statistics.median(s[what] for s in counted[1:]) * 1000
+                      for what in ("import", "first_requests", "import_cpu", "first_requests_cpu")}
+               for name, counted in samples.items()}
+    return {"runs": runs, "medians_ms": medians, "zip_bytes": sizes,
+            "ratios": {keyturn: {what: medians[keyturn][what] / medians[bare][what]
+                                 for what in ("import", "first_requests", "import_cpu", "first_requests_cpu")}
+                       for keyturn, bare in PAIRS},
+            "runtime_sdk_ratio": {what: medians[RUNTIME_SDK][what] / medians[BARE][what]
+                                  for what in ("import", "first_requests")}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.coldstart", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=11)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="keyturn-package-") as work:
+        out = Path(work) / "dev"
+        subprocess.run([sys.executable, "-m", "tooling.package", "--stage", "dev", "--out", str(out), "--no-lint"],
+                       cwd=harness.PROJECT, env=harness.without_aws_configuration(), check=True,
+                       stdout=subprocess.DEVNULL)
+        python = harness.runtime_python(Path(sys.prefix) / "lambda-runtime")
+        found = measure(out / "deployment.zip", json.loads((out / "sam.json").read_text()), python, args.runs)
+    print(f"median of {args.runs} fresh processes each (ms)")
+    for name, median in found["medians_ms"].items():
+        print(f"{name:28} import app {median['import']:7.0f}   + first request of each API "
+              f"{median['first_requests']:7.0f}")
+    for name, ratio in found["ratios"].items():
+        print(f"{name:28} ratio to bare: import {ratio['import']:.2f}x, first requests {ratio['first_requests']:.2f}x")
     return 0
 
 
