@@ -66,7 +66,8 @@ def clean_environment(state: Path) -> Any:
                        "AWS_DEFAULT_REGION": "us-east-1"})
     from chalicelib import config
 
-    return config.Settings(stage="test", table_prefix="keyturn-bench-", region="us-east-1", local_dir=state)
+    return config.Settings(stage="test", table_prefix="keyturn-bench-", region="us-east-1", local_dir=state,
+                           public_base_url="https://license.example.com")
 
 
 def measure(size: dict[str, Any], state: Path) -> dict[str, Any]:

@@ -97,7 +97,7 @@ MONTHLY_MIX: dict[str, int] = {
     "repeat activation": 1_000_000,
     "download": 10_000_000,
     "deactivation": 100_000,
-    "shop event: Keyturn OrderPlaced (EventBridge)": 100_000,
+    "shop event: Shopify orders/paid, one line (EventBridge)": 100_000,
     "login": 10_000,
     "list keys": 10_000,
     "add key": 10_000,

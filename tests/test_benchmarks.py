@@ -20,7 +20,7 @@ from tests.e2e.stack import process_exists
 PROJECT = Path(__file__).resolve().parents[1]
 OPERATIONS = ["login", "authenticated vRLI call", "list keys", "add key", "delete key", "new activation",
               "repeat activation", "download", "deactivation", "provision one order (SQS)", "provision one key (SQS)",
-              "shop event: Keyturn OrderPlaced (EventBridge)"]
+              "shop event: Keyturn OrderPlaced (EventBridge)", "shop event: Shopify orders/paid, one line (EventBridge)"]
 
 Test = Callable[..., None]
 
