@@ -11,7 +11,8 @@ activate → queue, download, deactivate.
 The generators are pointed at real data: the activation key of the CLI's order, host ids
 valid for its template, keys minted by the CLI (besides random ones), so the fuzzing
 reaches past "unknown key".  The stateless run logs in as its own user (schemathesis'
-auth providers run at collection, before the stack exists).  The figures (requests sent, answers by status) are printed
+auth providers run at collection, before the stack exists) and makes up no Authorization
+values (bad sessions are ``tests/test_openapi.py``'s), except for the case without one.  The figures (requests sent, answers by status) are printed
 at the end of the session.
 
 Left to their own tests: methods ``chalice local`` does not know (TRACE, QUERY; issue 10
@@ -130,7 +131,10 @@ def description(*, stateful: bool) -> dict[str, Any]:
 def config(*, stateful: bool) -> schemathesis.Config:
     return schemathesis.Config.from_dict({
         "seed": SEED,
-        "generation": {"deterministic": True, "max-examples": EXAMPLES, "database": "none"},
+        # Stateless: no made-up Authorization (that is a 401, tests/test_openapi.py checks it), so the
+        # fuzzed requests get the fuzzer's session; the stateful links carry the login's session id.
+        "generation": {"deterministic": True, "max-examples": EXAMPLES, "database": "none",
+                       "with-security-parameters": stateful},
         "phases": {"coverage": {"unexpected-methods": UNEXPECTED_METHODS},
                    "stateful": {"enabled": stateful, "max-steps": STATEFUL_STEPS}},
     })
