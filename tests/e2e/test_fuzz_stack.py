@@ -223,7 +223,13 @@ def test_no_answer_is_a_5xx_or_outside_the_description(case: schemathesis.Case, 
 
 
 class LinkedCalls:
-    """What both state machines do around each call: real data in, figures and checks out."""
+    """What both state machines do around each call: real data in, figures and checks out.
+
+    Each scenario undoes what it made (activations, keys), so every scenario starts from the
+    same stack: Hypothesis replays choices it made before and requires the same choices to
+    meet the same answers (else ``FlakyStrategyDefinition``), which a stack still holding an
+    earlier scenario's activations would break.
+    """
 
     def before_call(self, case: schemathesis.Case) -> None:
         with_real_data(case)
@@ -234,6 +240,19 @@ class LinkedCalls:
     def after_call(self, response: schemathesis.Response, case: schemathesis.Case) -> None:
         Run.count("stateful", response.status_code)
         Run.count(f"stateful {case.method} {case.path}", response.status_code)
+        made: list[str] = self.__dict__.setdefault("made", [])
+        if case.method == "PUT" and response.status_code == 202:
+            made.append(str(response.request.url))
+        elif case.method == "POST" and case.path == "/api/v1/licenses" and response.status_code == 201:
+            made.append(f"{Run.url()}/api/v1/licenses/{json.loads(response.content)['license']['id']}")
+
+    def teardown(self) -> None:
+        made: list[str] = self.__dict__.get("made", [])
+        if made:
+            auth = {"Authorization": f"Bearer {Sessions.login()}"}
+            for url in made:  # a 404: the scenario deleted it itself
+                assert requests.delete(url, headers=auth, timeout=60).status_code in (200, 204, 404)
+        super().teardown()  # type: ignore[misc]
 
     def validate_response(self, response: schemathesis.Response, case: schemathesis.Case,
                           additional_checks: Any = None, **kwargs: Any) -> None:
