@@ -12,8 +12,8 @@ The generators are pointed at real data: the activation key of the CLI's order, 
 valid for its template, keys minted by the CLI (besides random ones), so the fuzzing
 reaches past "unknown key".  The stateless run logs in as its own user (schemathesis'
 auth providers run at collection, before the stack exists) and makes up no Authorization
-values (bad sessions are ``tests/test_openapi.py``'s), except for the case without one.  The figures (requests sent, answers by status) are printed
-at the end of the session.
+values (bad sessions are ``tests/test_openapi.py``'s), except for the case without one.
+The figures (requests sent, answers by status) are printed at the end of the session.
 
 Left to their own tests: methods ``chalice local`` does not know (TRACE, QUERY; issue 10
 item 4, xfail below), and ``OPTIONS``, which ``chalice local`` answers 200 as a CORS
