@@ -14,3 +14,13 @@ def no_process_survives_the_suite() -> Iterator[None]:
     yield
     survivors = sorted(pid for pid in STARTED if process_exists(pid))
     assert not survivors, f"processes started by the e2e tests are still running: {survivors}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the figures the end-to-end runs reported (tests/e2e/figures.py)."""
+    from tests.e2e.figures import REPORTS
+
+    if REPORTS:
+        terminalreporter.section("end-to-end figures")
+        for line in REPORTS:
+            terminalreporter.write_line(line)
