@@ -5,9 +5,8 @@ description's paths and methods, both ways.  The conformance tests call every do
 operation with realistic requests through ``chalice.test.Client`` on moto, one request per
 documented answer where the test can provoke it, and validate each answer (status, content
 type, headers, body) with schemathesis' OpenAPI checks, the library the fuzz run
-(``tests/e2e/test_fuzz_stack.py``) uses too.  Where the code does not yet answer as the
-description says (issue 10 item 4, being fixed on another branch), the test is marked
-``xfail(strict=True)``: it turns red once the fix lands, so the mark is removed with it.
+(``tests/e2e/test_fuzz_stack.py``) uses too.  The bad input of issue 10 item 4 (empty ids,
+repeated or too many host ids, loose content types, link schemes) has a test of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import base64
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import requests
@@ -31,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from chalicelib import keys, keystore, models, orders
+from chalicelib import config, keys, keystore, models, orders
 from tests.conftest import ADMIN_PASSWORD, FakeClock
 from tests.samples import SEED_ORDER, order, segment
 
@@ -44,7 +43,6 @@ CHECKS = [status_code_conformance, content_type_conformance, response_headers_co
 JSON = {"Content-Type": "application/json"}
 CUSTOM_A = "Q1VTVE9NPWE="  # CUSTOM=a
 UNKNOWN_KEY = "AAAAA-BBBBB-CCCCC-DDDDD"
-ITEM_4 = "issue 10 item 4: "
 
 
 def documented_operations(raw: dict[str, Any] = RAW) -> set[tuple[str, str]]:
@@ -206,7 +204,8 @@ def test_the_log_insight_api_answers_as_described(api: Conformance, admin: model
     assert unprovoked == {("GET", "/api/v1/version", 500), ("GET", "/api/v1/auth-providers", 500)}
 
 
-def test_the_activation_api_answers_as_described(api: Conformance, aws: None) -> None:
+def test_the_activation_api_answers_as_described(api: Conformance, aws: None,
+                                                rebind: Callable[..., config.Settings]) -> None:
     put_get_delete, queue = "/rest/v1/licenses/{key}/{hostids}", "/rest/v1/license-queue/{key}/{hostids}"
     by_state, order_path = "/rest/v1/licenses/{key}", "/rest/v1/license-orders/{key}"
     errors_path = "/rest/v1/license-errors/{key}/{hostids}"
@@ -248,6 +247,12 @@ def test_the_activation_api_answers_as_described(api: Conformance, aws: None) ->
     api.call("DELETE", put_get_delete, host, status=404, payload={"message": "License does not exist."})
     api.call("DELETE", put_get_delete, other, status=403, payload={"message": "Cannot deactivate license."})
 
+    rebind(activation_rate_limit=1)  # a deployer's limit: one attempt per key and minute
+    limited = {"key": orders.create_order(order(SEED_ORDER)).activation_key, "hostids": CUSTOM_A}
+    api.call("PUT", put_get_delete, limited, status=202, payload=b"")
+    api.call("PUT", put_get_delete, limited, status=429, payload={"message": "Too many activation attempts."})
+    rebind()
+
     orders.set_enabled(key, False)
     for method, template, params in [("PUT", put_get_delete, other), ("GET", put_get_delete, other),
                                      ("GET", queue, other), ("GET", errors_path, other), ("GET", by_state, {"key": key}),
@@ -262,13 +267,10 @@ def test_the_activation_api_answers_as_described(api: Conformance, aws: None) ->
         api.call(method, template, params, status=500)
 
     unprovoked = {(m, p, st) for m, p, st in documented_answers() if p.startswith("/rest/v1/")} - api.answered
-    assert unprovoked == {
-        ("GET", "/rest/v1/signing-keys", 500),  # reads only the stage's secrets
-        ("PUT", put_get_delete, 429),  # activation rate limits: issue 10 item 5, another branch
-    }
+    assert unprovoked == {("GET", "/rest/v1/signing-keys", 500)}  # reads only the stage's secrets
 
 
-# --- issue 10 item 4: the described target, not yet the code's ------------------------------
+# --- issue 10 item 4: bad input answered as described ------------------------------------
 
 @pytest.fixture
 def activation_key(aws: None) -> str:
@@ -277,21 +279,18 @@ def activation_key(aws: None) -> str:
     return orders.create_order(order(SEED_ORDER, bulkMax=100, hostid=template)).activation_key
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_4 + "an empty license id reaches DynamoDB as an empty key (500)")
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 def test_an_empty_license_id_is_a_404(api: Conformance, auth: dict[str, str], method: str) -> None:
     api.call(method, "/api/v1/licenses/{license_id}", {"license_id": ""}, raw_path="/api/v1/licenses//",
              headers=auth, status=404, payload={"errorMessage": "License not found."})
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_4 + "repeated host ids are folded into one and accepted (202)")
 def test_a_segment_naming_one_host_id_twice_is_a_format_error(api: Conformance, activation_key: str) -> None:
     api.call("PUT", "/rest/v1/licenses/{key}/{hostids}",
              {"key": activation_key, "hostids": segment("CUSTOM=rep,CUSTOM=rep")},
              status=400, payload={"message": "Invalid HostID format provided."})
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_4 + "a segment over 2,048 characters is accepted (202)")
 def test_a_segment_over_2048_characters_is_a_format_error(api: Conformance, activation_key: str) -> None:
     text = ",".join(f"CUSTOM=v{n}{'x' * 60}" for n in range(10))  # 650 bytes canonical, under DynamoDB's 1,024
     encoded = base64.b64encode(text.encode()).decode()
@@ -301,7 +300,6 @@ def test_a_segment_over_2048_characters_is_a_format_error(api: Conformance, acti
              status=400, payload={"message": "Invalid HostID format provided."})
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_4 + "more than 32 host ids are accepted (202)")
 def test_more_than_32_host_ids_are_a_format_error(api: Conformance, activation_key: str) -> None:
     text = ",".join(f"{name}=h{n}" for name in ("CUSTOM", "HOSTNAME") for n in range(16)) + ",BIOS=b"
     api.call("PUT", "/rest/v1/licenses/{key}/{hostids}", {"key": activation_key, "hostids": segment(text)},
@@ -316,7 +314,6 @@ def test_32_distinct_host_ids_are_within_the_format(api: Conformance, activation
 LOOSE_MEDIA_TYPES = ["*/*", "text/plain, application/json", "application/json; charset=utf-16"]
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_4 + "loose content types are read as JSON")
 @pytest.mark.parametrize("media_type", LOOSE_MEDIA_TYPES)
 def test_only_application_json_is_json_on_the_log_insight_api(api: Conformance, auth: dict[str, str],
                                                               media_type: str) -> None:
@@ -325,7 +322,6 @@ def test_only_application_json_is_json_on_the_log_insight_api(api: Conformance, 
              payload={"errorMessage": "Unsupported media type.", "errorCode": "JSON_FORMAT_ERROR"})
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_4 + "loose content types are read as JSON")
 @pytest.mark.parametrize("media_type", LOOSE_MEDIA_TYPES)
 def test_only_application_json_is_json_on_the_activation_api(api: Conformance, activation_key: str,
                                                              media_type: str) -> None:
@@ -342,7 +338,6 @@ def test_application_json_with_or_without_utf_8_is_json(api: Conformance, auth: 
              body=json.dumps({"key": mint()}).encode(), status=201)
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_4 + "links take their scheme from X-Forwarded-Proto")
 def test_links_never_take_a_scheme_other_than_http_or_https(api: Conformance, activation_key: str) -> None:
     api.call("PUT", "/rest/v1/licenses/{key}/{hostids}", {"key": activation_key, "hostids": CUSTOM_A},
              headers={"Host": "127.0.0.1:8231", "X-Forwarded-Proto": "javascript"}, status=202)

@@ -15,8 +15,8 @@ auth providers run at collection, before the stack exists) and makes up no Autho
 values (bad sessions are ``tests/test_openapi.py``'s), except for the case without one.
 The figures (requests sent, answers by status) are printed at the end of the session.
 
-Left to their own tests: methods ``chalice local`` does not know (TRACE, QUERY; issue 10
-item 4, xfail below), and ``OPTIONS``, which ``chalice local`` answers 200 as a CORS
+Left to their own tests: methods ``chalice local`` does not know (TRACE, QUERY, FOO: the
+local server answers them 405 in the API's format, tested below), and ``OPTIONS``, which ``chalice local`` answers 200 as a CORS
 preflight (``docs/api.md``).  ``positive_data_acceptance`` is not run: a schema-valid
 activation key or license key is not a known one, and 4xx is then the right answer.
 """
@@ -61,7 +61,7 @@ STATEFUL_SCENARIOS, STATEFUL_STEPS = 40, 8
 FUZZ_USER, STATEFUL_USER, PASSWORD = "fuzz-auth", "fuzz-stateful", "fuzz-password-7f3a"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance, negative_data_rejection, missing_required_header, unsupported_method]
-# The methods chalice local serves (it answers others itself with a 501 page: see the xfail below).
+# The methods chalice local serves (the others are answered by tooling/localapi.py: tested below).
 UNEXPECTED_METHODS = ["get", "put", "post", "delete", "patch"]
 UNKNOWN_TO_CHALICE_LOCAL = ["TRACE", "QUERY", "FOO"]
 
@@ -292,9 +292,8 @@ def test_the_clis_order_links_activation_to_download_and_deactivation(stack: Loc
     assert calls["stateful DELETE /rest/v1/licenses/{key}/{hostids}"][204] > 0, "no activation was deactivated"
 
 
-# --- issue 10 item 4: the described target, not yet the local stack's -----------------------------
+# --- issue 10 item 4: bad input over HTTP ----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 4: methods chalice local does not know get its 501 HTML page")
 @pytest.mark.parametrize("method", UNKNOWN_TO_CHALICE_LOCAL)
 def test_a_method_the_local_server_does_not_know_is_405_in_the_apis_format(stack: LocalStack, method: str) -> None:
     vrli = requests.request(method, f"{stack.url}/api/v1/licenses", timeout=30)
@@ -306,7 +305,6 @@ def test_a_method_the_local_server_does_not_know_is_405_in_the_apis_format(stack
 
 
 # Schemathesis turns "//" into "/", so empty ids get requests of their own.
-@pytest.mark.xfail(strict=True, reason="issue 10 item 4: an empty license id reaches DynamoDB as an empty key (500)")
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 def test_an_empty_license_id_is_a_404(stack: LocalStack, method: str) -> None:
     response = requests.request(method, f"{stack.url}/api/v1/licenses//", timeout=30,
