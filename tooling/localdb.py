@@ -98,16 +98,14 @@ def _auth_header(region: str) -> str:
 
 
 def secure_state_dir(path: Path) -> None:
-    """Create the state folder, or tighten an existing one: the folder and its folders 0700, files 0600."""
+    """Create the state folder (0700), or tighten an existing one: no access for group and
+    others to it, its folders or its files (a read-only folder stays read-only)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
     for root, folders, files in os.walk(path):
-        for name in folders:
-            os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
-        for name in files:
-            full = os.path.join(root, name)
-            if not os.path.islink(full) and stat.S_IMODE(os.lstat(full).st_mode) & 0o077:
-                os.chmod(full, 0o600)
+        for name in [root, *(os.path.join(root, f) for f in folders + files)]:
+            mode = os.lstat(name).st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+                os.chmod(name, stat.S_IMODE(mode) & 0o700)
 
 
 # --- records -----------------------------------------------------------------------------
@@ -625,9 +623,13 @@ def _keep_aside(path: Path, aside: Path) -> None:
     os.link(path, aside)
 
 
-def _lock(state_dir: Path, stopping: list[int]) -> int | None:
+def open_lock(state_dir: Path) -> int:
+    return os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _lock(state_dir: Path, stopping: list[int], fd: int | None = None) -> int | None:
     """Hold ``dynamodb.lock``, waiting while another database uses the folder; None if told to stop."""
-    fd = os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_lock(state_dir) if fd is None else fd
     next_note = 0.0
     while True:
         try:
@@ -647,7 +649,8 @@ def _lock(state_dir: Path, stopping: list[int]) -> int | None:
     return fd
 
 
-def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 0, recover: bool = False) -> int:
+def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 0, recover: bool = False,
+          lock_fd: int | None = None) -> int:
     import logging
 
     from werkzeug.serving import WSGIRequestHandler, make_server
@@ -663,7 +666,7 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 0, recover: bool
     class Handler(WSGIRequestHandler):
         timeout = REQUEST_TIMEOUT
 
-    lock = _lock(state_dir, stopping)
+    lock = _lock(state_dir, stopping, lock_fd)
     if lock is None:
         return 0
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
@@ -705,11 +708,12 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     try:
         secure_state_dir(args.state_dir)
+        lock_fd = open_lock(args.state_dir)
     except OSError as exc:
-        _say(f"cannot use the state folder {args.state_dir}: {exc.strerror}")
+        _say(f"could not start: cannot use the state folder {args.state_dir} ({exc.strerror})")
         return 1
     recover = args.recover or os.environ.get(RECOVER_VARIABLE) == "1"
-    return serve(args.state_dir, port=args.port, recover=recover)
+    return serve(args.state_dir, port=args.port, recover=recover, lock_fd=lock_fd)
 
 
 if __name__ == "__main__":
