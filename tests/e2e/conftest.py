@@ -14,3 +14,12 @@ def no_process_survives_the_suite() -> Iterator[None]:
     yield
     survivors = sorted(pid for pid in STARTED if process_exists(pid))
     assert not survivors, f"processes started by the e2e tests are still running: {survivors}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.e2e.stack import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("soak and crash figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
