@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import boto3
+import requests
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -311,3 +312,47 @@ def test_a_read_only_state_folder_is_a_one_line_error(tmp_path: Path, program: s
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1, lines
     assert f"cannot use the state folder {state}" in lines[0] and "Permission denied" in lines[0]
+
+
+def test_on_a_full_disk_both_apis_answer_in_their_own_format_and_acknowledge_nothing_unkept(tmp_path: Path) -> None:
+    """Through the whole stack: the database's journal fails with ENOSPC (the test-only
+    fault hook); the app's answers, then the same requests once the disk has room, then a kill."""
+    from tests.e2e.stack import LocalStack, cli
+    from tests.samples import HOSTNAME_TEMPLATE, SEED_ORDER, order, segment
+
+    fault = tmp_path / "journal-fault"
+    stack = LocalStack(tmp_path / "state", extra_env={localdb.FAULT_VARIABLE: str(fault)}).start()
+    try:
+        auth = {"Authorization": f"Bearer {stack.login()}"}
+        key = cli(stack.state_dir, "mint-key", "--type", "OSI", "--count", "3").stdout.strip().splitlines()[-1]
+        (tmp_path / "order.json").write_text(json.dumps(order(SEED_ORDER, hostid=HOSTNAME_TEMPLATE, bulkMax=1)))
+        created = cli(stack.state_dir, "create-order", str(tmp_path / "order.json"))
+        assert created.returncode == 0, created.stderr
+        activation_key = created.stdout.strip().splitlines()[-1]
+        seat = f"{stack.url}/rest/v1/licenses/{activation_key}/{segment('HOSTNAME=full-disk')}"
+
+        fault.write_text("ENOSPC")
+        added = stack.post("/api/v1/licenses", json={"key": key}, headers=auth)
+        activated = requests.put(seat, timeout=60)
+        fault.unlink()
+        assert (added.status_code, added.json()) == (500, {"errorMessage": "The operation failed due to an internal error.",
+                                                             "errorCode": "LICENSE_ERROR"})
+        assert (activated.status_code, activated.headers["Content-Type"], activated.json()) == (
+            500, "application/hal+json", {"message": "Internal server error."})
+        assert "refused a TransactWriteItems: the journal cannot be written (No space left on device)" in stack.output()
+
+        again = stack.post("/api/v1/licenses", json={"key": key}, headers=auth)  # not 409: nothing was kept
+        assert again.status_code == 201, again.text
+        assert requests.put(seat, timeout=60).status_code == 202  # not 403: no seat was taken
+        os.kill(int(stack.recorded["dynamodb_pid"]), signal.SIGKILL)
+    finally:
+        stack.stop()
+    restarted = LocalStack(stack.state_dir).start()
+    try:
+        listed = restarted.get("/api/v1/licenses", headers=auth).json()["licenses"]
+        assert [entry["licenseKey"] for entry in listed.values()] == [key]
+        shown = requests.get(f"{restarted.url}/rest/v1/license-orders/{activation_key}", timeout=30).json()
+        assert shown["activatedLicenses"] == 1
+        assert requests.get(seat.replace(stack.url, restarted.url), timeout=30).status_code == 200
+    finally:
+        assert restarted.stop() == 0
