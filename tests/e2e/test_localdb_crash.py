@@ -356,3 +356,38 @@ def test_on_a_full_disk_both_apis_answer_in_their_own_format_and_acknowledge_not
         assert requests.get(seat.replace(stack.url, restarted.url), timeout=30).status_code == 200
     finally:
         assert restarted.stop() == 0
+
+
+def test_after_kill_9_of_make_run_a_new_start_waits_for_the_old_database_and_keeps_its_data(tmp_path: Path) -> None:
+    """``kill -9 -PGID`` of the orchestrator leaves its database stopping (PR_SET_PDEATHSIG) and
+    compacting; a new start on the folder must neither collide with it nor lose what it holds."""
+    from tests.e2e.stack import LocalStack
+
+    stack = LocalStack(tmp_path / "state").start()
+    endpoint = str(stack.recorded["dynamodb_endpoint"])
+    client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="local",
+                          aws_secret_access_key="local")
+    items = [{"PutRequest": {"Item": {"activation_key": {"S": f"BULK-{n // 100:05d}"},
+                                      "hostids_key": {"S": f"HOSTNAME=H{n}"}, "content": {"S": "x" * 300}}}}
+             for n in range(3000)]
+    for start in range(0, len(items), 25):
+        client.batch_write_item(RequestItems={"keyturn-local-activations": items[start:start + 25]})
+    old_database = int(stack.recorded["dynamodb_pid"])
+    assert stack.process is not None
+    os.killpg(stack.process.pid, signal.SIGKILL)
+    stack.process.wait()
+    again = LocalStack(stack.state_dir).start()
+    try:
+        assert not process_exists(old_database)  # it had stopped before the new database took the folder
+        new_client = boto3.client("dynamodb", endpoint_url=str(again.recorded["dynamodb_endpoint"]),
+                                  region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
+        scanned = new_client.scan(TableName="keyturn-local-activations", Select="COUNT")
+        count = scanned["Count"]
+        while "LastEvaluatedKey" in scanned:
+            scanned = new_client.scan(TableName="keyturn-local-activations", Select="COUNT",
+                                      ExclusiveStartKey=scanned["LastEvaluatedKey"])
+            count += scanned["Count"]
+        assert count == 3000
+    finally:
+        assert again.stop() == 0
+    stack.stop()  # the first stack's processes: checked gone
