@@ -79,7 +79,7 @@ REQUEST_TIMEOUT = 10  # seconds a client may take to send its request (one stall
 
 
 def _say(message: str) -> None:
-    print(f"[keyturn] {message}", file=sys.stderr, flush=True)
+    print(f"[keyturn] {message}", flush=True)  # stdout, as the orchestrator's own lines: in order with them
 
 
 def _region(authorization: str) -> str:
