@@ -187,6 +187,39 @@ def test_a_change_the_journal_cannot_keep_is_refused_and_not_applied(tmp_path: P
         "0", "1", "new"]
 
 
+def test_a_failed_write_that_cannot_be_cut_off_refuses_every_later_write_until_the_stop_repairs_it(
+        tmp_path: Path) -> None:
+    failing: list[str] = []  # "half": the next write stores half its record, the ones after it fail
+
+    def truncate(fd: int, size: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    def write(fd: int, data: bytes) -> int:
+        if failing == ["half"]:
+            failing[0] = "failed"
+            return os.write(fd, data[:len(data) // 2])
+        if failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return os.write(fd, data)
+
+    store = localdb.Store(tmp_path, journal=localdb.Journal(tmp_path / localdb.JOURNAL, write=write,
+                                                             fsync=lambda fd: None, truncate=truncate))
+    create_and_fill(store.app, 2)
+    failing.append("half")
+    status, answer = request(store.app, "PutItem", {"TableName": "t", "Item": {"k": {"S": "lost"}}})
+    failing.clear()  # the device works again, but the journal ends in half a record
+    assert status == 500 and "could not cut off a failed write (Input/output error)" in answer["message"]
+    assert store.journal.unusable
+    status, answer = request(store.app, "PutItem", {"TableName": "t", "Item": {"k": {"S": "later"}}})
+    assert (status, answer["message"]) == (500, "The local DynamoDB could not journal the change (an earlier "
+                                                "write could not be cut off); nothing was changed.")
+    assert request(store.app, "Scan", {"TableName": "t"})[1]["Count"] == 2
+    store.close()  # the snapshot comes from memory: exactly what was acknowledged
+    restarted = localdb.Store(tmp_path)
+    assert sorted(i["k"]["S"] for i in request(restarted.app, "Scan", {"TableName": "t"})[1]["Items"]) == ["0", "1"]
+    assert restarted.notes == []
+
+
 def test_the_last_record_of_a_refused_request_is_dropped_at_replay(tmp_path: Path) -> None:
     """Written ahead, then moto refused the request and the process died before cutting it off."""
     store = localdb.Store(tmp_path)

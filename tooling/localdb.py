@@ -272,17 +272,18 @@ class JournalUnusable(RuntimeError):
 class Journal:
     """The write-ahead journal: ``begin`` before moto applies a request, then ``commit`` or ``cancel``.
 
-    ``write`` and ``fsync`` are the system calls (tests pass failing ones); the
+    ``write``, ``fsync`` and ``truncate`` are the system calls (tests pass failing ones); the
     ``KEYTURN_LOCALDB_FAULT_FILE`` hook makes them fail while that file names an errno.
     """
 
     def __init__(self, path: Path, write: Callable[[int, bytes], int] = os.write,
-                 fsync: Callable[[int], None] = os.fsync) -> None:
+                 fsync: Callable[[int], None] = os.fsync,
+                 truncate: Callable[[int, int], None] = os.ftruncate) -> None:
         self.path = path
         self.acked_path = path.with_name(ACKED)
         self.upto = 0  # sequence number of the last record in the file
         self.appended = 0
-        self._write, self._fsync = write, fsync
+        self._write, self._fsync, self._truncate_call = write, fsync, truncate
         self._fd: int | None = None
         self._acked_fd: int | None = None
         self._pending: int | None = None  # file size before the record being applied
@@ -331,7 +332,7 @@ class Journal:
     def _truncate(self, size: int) -> None:
         try:
             assert self._fd is not None
-            os.ftruncate(self._fd, size)
+            self._truncate_call(self._fd, size)
         except OSError as exc:
             self.unusable = True  # the file has a record that was never applied, and more must not follow it
             raise JournalUnusable(f"could not cut off a failed write ({exc.strerror})") from exc
