@@ -253,6 +253,9 @@ def test_soak_mixed_traffic_keeps_every_invariant(tmp_path: Path) -> None:
         assert sum(tables["orders"].values()) > 0 and ledger.statuses[("activate", 403)] > 0  # seats ran out
     finally:
         assert stack.stop() == 0
+    wider = {str(path): oct(path.stat().st_mode & 0o777) for path in [stack.state_dir, *stack.state_dir.rglob("*")]
+             if path.stat().st_mode & 0o077}
+    assert wider == {}  # password hashes, keys and license files: owner only, whatever made the file
     checked = ", ".join(f"{name} {count}" for name, count in tables["checked"].items())
     report(f"[soak] {CLIENTS} clients, {ledger.sent} requests sent (seed {SEED}); responses: {statuses(ledger)}")
     report(f"[soak] invariants checked: {checked}; violations: 0; acknowledged writes found "
