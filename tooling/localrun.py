@@ -1,9 +1,11 @@
 """``make run``: the whole service on a laptop, with an embedded DynamoDB.
 
-1. state folder (``.local/`` or ``KEYTURN_LOCAL_DIR``), locked so two stacks never
-   share it; the port (``PORT``, 8000) checked free; secrets generated on first start;
+1. state folder (``.local/`` or ``KEYTURN_LOCAL_DIR``, made or tightened to 0700, files
+   0600), locked so two stacks never share it; the port (``PORT``, 8000) checked free;
+   secrets generated on first start;
 2. ``python -m tooling.localdb`` (moto, single-threaded, journaled) on a free port,
-   waited for as long as it takes to load its journal (it reports when it serves);
+   waited for as long as it takes to load its journal (it reports when it serves); it
+   holds a lock of its own, so it waits while a database left by a killed run still stops;
 3. tables created, user ``admin`` seeded (``KEYTURN_ADMIN_PASSWORD``, else a password
    generated once into ``<state>/admin-password``), its lock cleared;
 4. ``chalice local --no-autoreload --stage local`` on 127.0.0.1:``PORT``, through
@@ -87,6 +89,8 @@ def _ready_file(path: Path, process: subprocess.Popen[bytes], what: str, timeout
     next_note = started + 10
     while True:
         if process.poll() is not None:
+            if process.returncode == localdb.EXIT_DAMAGED:
+                raise StartupError(f"{what} refused to start: its journal is damaged (see above)")
             raise StartupError(f"{what} exited with status {process.returncode} while starting")
         if path.exists():
             ready: dict[str, int] = json.loads(path.read_text())
@@ -102,7 +106,10 @@ def _ready_file(path: Path, process: subprocess.Popen[bytes], what: str, timeout
 
 
 def _port_is_free(port: int) -> bool:
+    """Nothing listens on ``port``: a port whose last connections are in TIME_WAIT is free
+    (SO_REUSEADDR, as every server sets), one with a listener is not, even then."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -116,9 +123,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def run() -> int:
     state_dir = stages.local_state_dir()
-    state_dir.mkdir(parents=True, exist_ok=True)
     port = int(os.environ.get("PORT", "8000"))
-    lock = (state_dir / "lock").open("w")
+    os.umask(0o077)  # the state holds password hashes, keys and license files: owner only
+    try:
+        localdb.secure_state_dir(state_dir)
+        lock = (state_dir / "lock").open("w")
+    except OSError as exc:
+        _say(f"could not start: cannot use the state folder {state_dir} ({exc.strerror}); "
+             "make it writable, or set KEYTURN_LOCAL_DIR")
+        return 1
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

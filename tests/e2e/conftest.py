@@ -17,10 +17,12 @@ def no_process_survives_the_suite() -> Iterator[None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the figures the end-to-end runs reported (tests/e2e/figures.py)."""
+    """Print the figures the end-to-end runs reported (fuzzing: tests/e2e/figures.py; soak and crash runs:
+    tests/e2e/stack.py's FIGURES)."""
     from tests.e2e.figures import REPORTS
+    from tests.e2e.stack import FIGURES
 
-    if REPORTS:
-        terminalreporter.section("end-to-end figures")
-        for line in REPORTS:
+    if REPORTS or FIGURES:
+        terminalreporter.section("end-to-end figures: fuzzing, soak and crash runs")
+        for line in [*REPORTS, *FIGURES]:
             terminalreporter.write_line(line)

@@ -139,3 +139,12 @@ class LocalStack:
                                                         "provider": "Local"})
         assert response.status_code == 200, response.text
         return str(response.json()["sessionId"])
+
+
+FIGURES: list[str] = []  # figures the long-running tests report: printed in the terminal summary (tests/e2e/conftest.py)
+
+
+def report(line: str) -> None:
+    """Report a figure: shown at the end of every run (pytest's summary), not only with ``-s``."""
+    FIGURES.append(line)
+    print(line, file=sys.stderr)
