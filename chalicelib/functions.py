@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chalicelib import audit, provisioning
+from chalicelib import audit, errors, provisioning
 from chalicelib.logs import logger
 
 
@@ -41,11 +41,18 @@ def provision_shop(event: dict[str, Any]) -> dict[str, Any]:
     """A Shopify or Stripe event: the results of the lines it touched; :class:`provisioning.Rejected` if malformed."""
     from chalicelib import shopify, stripe
 
-    results = shopify.handle(event) if shopify.is_shopify(event) else stripe.handle(event)
+    try:
+        results = shopify.handle(event) if shopify.is_shopify(event) else stripe.handle(event)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, errors.InvalidOrder) as exc:
+        # A shape the parsers did not foresee: the event's fault, never a reason to retry it forever.
+        # (DynamoDB's and the SDK's failures are none of these, so they stay transient.)
+        logger.warning("shop event not applicable", extra={"error": type(exc).__name__})
+        text = exc.message if isinstance(exc, errors.KeyturnError) else str(exc)
+        raise provisioning.Rejected(f"Invalid shop event: {type(exc).__name__}: {text[:300]}") from None
     return {"ok": True, "results": results}
 
 
-def _shop_source(event: Any) -> str:
+def shop_source(event: Any) -> str:
     from chalicelib import shopify
 
     return "shopify" if shopify.is_shopify(event) else "stripe"
@@ -70,7 +77,7 @@ def provision_message(message_id: str, body: str) -> dict[str, Any]:
         try:
             return provision_shop(data)
         except provisioning.Rejected as exc:
-            return provisioning.reject(exc.message, message_id=message_id, source=_shop_source(data))
+            return provisioning.reject(exc.message, message_id=message_id, source=shop_source(data))
     line = line_of(data)
     try:
         return provisioning.provision(line)
@@ -113,7 +120,7 @@ def handle_event(event: Any, context: Any = None) -> dict[str, Any]:
                 return provision_shop(event)
             except provisioning.Rejected as exc:
                 provisioning.reject(exc.message, message_id=f"event:{event_id or 'unnamed'}",
-                                    source=_shop_source(event))
+                                    source=shop_source(event))
                 return {"ok": False, "error": {"code": exc.code.value, "message": exc.message}}
         try:
             return {"ok": True, "results": [provisioning.provision(line)]}

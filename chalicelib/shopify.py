@@ -58,7 +58,7 @@ def identifier(value: Any, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise BadShopEvent(f"Invalid shop event: {where} must be an integer id, not {type(value).__name__}")
     text = str(value).strip()
-    if not text.isdigit() or len(text) > 20:
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
         raise BadShopEvent(f"Invalid shop event: {where} must be an integer id")
     return str(int(text))
 
@@ -115,6 +115,7 @@ def handle(event: dict[str, Any]) -> list[dict[str, Any]]:
         lines.append((identifier(item.get("id"), f"payload.line_items.{index}.id"), index, item))
     if topic == "orders/paid":
         return _paid(shop, order_id, payload, lines, source)
+    matched = _matching([_sku(item) for _, _, item in lines])
     if topic == "orders/updated":
         at = timestamp_ms(payload.get("updated_at"), "payload.updated_at")
         results = []
@@ -122,7 +123,8 @@ def handle(event: dict[str, Any]) -> list[dict[str, Any]]:
             if "current_quantity" not in item:
                 continue
             quantity = _quantity(item["current_quantity"], f"payload.line_items.{index}.current_quantity")
-            results.append(_known_only(shops.shopify_line(shop, order_id, line_id), _latest(quantity, at), source))
+            results.append(_known_only(shops.shopify_line(shop, order_id, line_id), _latest(quantity, at), source,
+                                       _sku(item) in matched))
         return [r for r in results if r is not None]
     at = timestamp_ms(payload.get("cancelled_at") or payload.get("updated_at"), "payload.cancelled_at")
 
@@ -132,23 +134,42 @@ def handle(event: dict[str, Any]) -> list[dict[str, Any]]:
         facts["cancelled"] = {"at": at}
         return True
 
-    results = [_known_only(shops.shopify_line(shop, order_id, line_id), cancelled, source) for line_id, _, _ in lines]
+    results = [_known_only(shops.shopify_line(shop, order_id, line_id), cancelled, source, _sku(item) in matched)
+               for line_id, _, item in lines]
     return [r for r in results if r is not None]
 
 
-def _known_only(line: shops.Line, learn: Any, source: shops.Event) -> dict[str, Any] | None:
-    """An update to a line that is, or may become, a grant (a line already ignored stays so)."""
+def _known_only(line: shops.Line, learn: Any, source: shops.Event, matched: bool = True) -> dict[str, Any] | None:
+    """An update to a line that is, or may become, a grant: a line already ignored stays so, and a line
+    never seen whose sku no plan claims gets no record."""
     found = shops.stored(line)
     if found is not None and found.get("status") == shops.IGNORED:
         return None
+    if found is None and not matched:
+        return None
     return shops.update(line, learn, source)
+
+
+MAX_SKU = 255  # what a plan may claim; a longer sku matches none (and is never a key DynamoDB refuses)
+
+
+def _sku(item: Any) -> str:
+    sku = item.get("sku") if isinstance(item, dict) else None
+    return sku.strip() if isinstance(sku, str) else ""
+
+
+def _matching(skus: list[str]) -> dict[str, dict[str, Any]]:
+    """The plans of ``skus`` by sku (those no plan claims are absent)."""
+    wanted = sorted({sku for sku in skus if sku and len(sku) <= MAX_SKU})
+    found = plans.for_claims([plans.SHOPIFY_SKU + sku for sku in wanted]) if wanted else {}
+    return {claim[len(plans.SHOPIFY_SKU):]: plan for claim, plan in found.items()}
 
 
 def _latest(quantity: int, at: int) -> Any:
     def learn(facts: dict[str, Any]) -> bool:
         current = facts.get("update")
-        if current is not None and int(current["at"]) >= at:
-            return False  # as new or newer already applied
+        if current is not None and (int(current["at"]), -int(current["quantity"])) >= (at, -quantity):
+            return False  # newer already applied (of two reports in one second, the lower count: any order agrees)
         facts["update"] = {"quantity": quantity, "at": at}
         return True
 
@@ -160,15 +181,16 @@ def _paid(shop: str, order_id: str, order: dict[str, Any], lines: list[tuple[str
     at = timestamp_ms(order.get("processed_at") or order.get("updated_at") or order.get("created_at"),
                       "payload.updated_at")
     updated = timestamp_ms(order["updated_at"], "payload.updated_at") if order.get("updated_at") else at
-    skus = {line_id: str(item.get("sku") or "").strip() for line_id, _, item in lines}
-    found = plans.for_claims([plans.SHOPIFY_SKU + sku for sku in skus.values() if sku])
+    skus = {line_id: _sku(item) for line_id, _, item in lines}
+    found = _matching(list(skus.values()))
     customer = _customer(order)
     results = []
     for line_id, index, item in lines:
         line = shops.shopify_line(shop, order_id, line_id)
-        plan = found.get(plans.SHOPIFY_SKU + skus[line_id]) if skus[line_id] else None
+        plan = found.get(skus[line_id])
         if plan is None:
-            reason = (f"no plan matches sku {skus[line_id]}" if skus[line_id] else "the line item has no sku")
+            shown = skus[line_id] if len(skus[line_id]) <= 80 else skus[line_id][:77] + "..."
+            reason = f"no plan matches sku {shown}" if skus[line_id] else "the line item has no sku"
             results.append(shops.ignore(line, reason, source))
             continue
         if source.test and not shops.test_orders_allowed():
@@ -210,7 +232,9 @@ def _refund(shop: str, refund: dict[str, Any], source: shops.Event) -> list[dict
             refunds[refund_line] = {"quantity": quantity, "at": at}
             return True
 
-        result = _known_only(shops.shopify_line(shop, order_id, line_id), learn, source)
+        sku = _sku(item.get("line_item"))  # refund payloads carry the line item, with its sku, where Shopify has it
+        result = _known_only(shops.shopify_line(shop, order_id, line_id), learn, source,
+                             not sku or sku in _matching([sku]))
         if result is not None:
             results.append(result)
     return results

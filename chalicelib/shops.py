@@ -22,6 +22,8 @@ from __future__ import annotations
 import calendar
 import functools
 import json
+import random
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Callable
@@ -32,10 +34,11 @@ from pynamodb.transactions import TransactWrite
 from chalicelib import audit, config, keys, keystore, licenses, notify, orders, runtime
 from chalicelib.logs import logger
 from chalicelib.models import LicenseKey, Order, Provisioning
+from chalicelib.provisioning import Rejected
 
 PROVISIONED, REVOKED, PENDING, IGNORED = "provisioned", "revoked", "pending", "ignored"
 SHOPIFY, STRIPE_CHECKOUT, STRIPE_SUBSCRIPTION = "shopify", "stripe-checkout", "stripe-subscription"
-_ATTEMPTS = 10
+_ATTEMPTS = 30  # a line many deliveries change at once (each read again after a lost race)
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,13 @@ def target(kind: str, facts: dict[str, Any]) -> Target:
     invoices = facts.get("invoices", {})
     if not invoices:
         return Target(False)
-    latest = max(invoices.values(), key=lambda i: (int(i["periodEnd"]), int(i["created"])))
-    last_day = max(int(i["periodEnd"]) for i in invoices.values())
+    # the latest period's invoice, the later one when two cover one period (the id breaks a tie in time)
+    latest = max(invoices.items(), key=lambda item: (int(item[1]["periodEnd"]), int(item[1]["created"]), item[0]))[1]
+    last_day = max(int(i["periodEnd"]) for i in invoices.values() if int(i["quantity"]) > 0 or i is latest)
     expiry = datetime.fromtimestamp(last_day, timezone.utc).date().isoformat()
-    revoked = bool(facts.get("deleted")) or bool(facts.get("refunded")) or int(latest["quantity"]) <= 0
+    refunded = facts.get("refundedPayments", {})  # a refund revokes the period it paid for, not later ones
+    revoked = (bool(facts.get("deleted")) or int(latest["quantity"]) <= 0
+               or (latest.get("payment") is not None and latest["payment"] in refunded))
     return Target(True, max(int(latest["quantity"]), 0), revoked, expiry, bool(latest.get("test")),
                   latest.get("customer", {}))
 
@@ -138,6 +144,9 @@ def term_expiry(plan: dict[str, Any], paid_at_ms: int) -> str | None:
     if months is None:
         return None
     paid_day = datetime.fromtimestamp(paid_at_ms / 1000, timezone.utc).date()
+    if paid_day.year + int(months) // 12 + 1 > 9999:
+        raise Rejected(f"Invalid shop event: a purchase on {paid_day} with a term of {months} months ends past the "
+                       "year 9999")
     return add_months(paid_day, int(months)).isoformat()
 
 
@@ -159,8 +168,8 @@ def ignore(line: Line, reason: str, event: Event) -> dict[str, Any]:
     """Record that a line grants nothing (no plan matches it, a test order where none are granted)."""
     for _ in range(_ATTEMPTS):
         record = _read(line)
-        if record is not None and record.status != IGNORED:
-            return _published(json.loads(record.result))  # never over what the line already is
+        if record is not None and record.status not in (IGNORED, PENDING):
+            return _published(json.loads(record.result))  # never over a grant
         result = {**line.names, "status": IGNORED, "reason": reason, "event": event.describe()}
         item = Provisioning(line.order_key, line.line_item, status=IGNORED, result=_json(result),
                             created_at=runtime.now_ms(), version=1 if record is None else int(record.version or 0) + 1)
@@ -187,6 +196,8 @@ def update(line: Line, learn: Callable[[dict[str, Any]], bool], event: Event, *,
     """
     for _ in range(_ATTEMPTS):
         record = _read(line)
+        if record is not None and record.status == IGNORED and plan is None:
+            return _published(json.loads(record.result))  # a refund or a cancellation of a line that grants nothing
         known = record is not None and record.status != IGNORED and record.facts is not None
         facts: dict[str, Any] = json.loads(record.facts) if known else {"kind": line.kind}  # type: ignore[union-attr]
         applied: dict[str, Any] | None = json.loads(record.applied) if known and record.applied else None  # type: ignore[union-attr]
@@ -201,6 +212,7 @@ def update(line: Line, learn: Callable[[dict[str, Any]], bool], event: Event, *,
         except TransactWriteError as exc:
             logger.info("shop line changed meanwhile; reading it again",
                         extra={"line": f"{line.order_key} {line.line_item}", "reasons": str(exc.cancellation_reasons)})
+            time.sleep(random.uniform(0, 0.02))
             continue
     raise RuntimeError(f"the line {line.order_key} {line.line_item} kept changing")
 
@@ -232,6 +244,15 @@ def _apply(line: Line, record: Provisioning | None, version: int, facts: dict[st
 
     per_unit = int(plan["seatsPerUnit"]) if plan["kind"] == "license-order" else int(plan["key"]["countPerUnit"])
     seats = goal.quantity * per_unit
+    from chalicelib.orderspec import MAX_BULK
+
+    most = MAX_BULK if plan["kind"] == "license-order" else keys.MAX_COUNT
+    if seats > most:
+        raise Rejected(f"Invalid shop event: {goal.quantity} units of plan {plan['planId']} are {seats} seats, more "
+                       f"than a {'license order' if plan['kind'] == 'license-order' else 'license key'} holds ({most})")
+    if plan["kind"] == "license-key" and goal.expiry and goal.expiry > keys.MAX_EXPIRY.isoformat():
+        raise Rejected(f"Invalid shop event: the expiry {goal.expiry} is later than a license key can carry "
+                       f"({keys.MAX_EXPIRY})")
     status = REVOKED if goal.revoked else PROVISIONED
     common = {**base, "status": status, "kind": plan["kind"], "planId": plan["planId"], "customer": goal.customer,
               "test": goal.test, "expirationDate": goal.expiry}

@@ -23,7 +23,9 @@ the event type and ``detail`` the Stripe Event (``id``, ``type``, ``api_version`
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError
@@ -48,10 +50,25 @@ def _text(value: Any, where: str, limit: int = 255) -> str:
     return value.strip()
 
 
-def _whole(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadShopEvent(f"Invalid shop event: {where} must be a whole number")
+LATEST_TIME = 4_102_444_800  # 2100-01-01: a Stripe timestamp (seconds) past it is no real one
+
+
+def _whole(value: Any, where: str, most: int = LATEST_TIME) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise BadShopEvent(f"Invalid shop event: {where} must be a whole number from 0 to {most}")
     return value
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """A nested Stripe object; absent (null) is an empty one, anything but an object is refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadShopEvent(f"Invalid shop event: {where} must be an object")
+    return value
+
+
+PLAN_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 def handle(event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,20 +94,23 @@ def handle(event: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def _customer(obj: dict[str, Any], name_field: str, email_field: str) -> dict[str, Any]:
+def _customer(obj: Any, name_field: str, email_field: str) -> dict[str, Any]:
+    obj = obj if isinstance(obj, dict) else {}
     name, email = obj.get(name_field), obj.get(email_field)
     return {"name": str(name or email or "unknown customer"), **({"email": str(email)} if email else {})}
 
 
 def _checkout(session: dict[str, Any], source: shops.Event, created: int) -> list[dict[str, Any]]:
     session_id = _text(session.get("id"), "data.object.id")
-    if session.get("payment_status") != "paid":
+    if session.get("payment_status") not in ("paid", "no_payment_required"):  # free: a 100 % coupon
         return []  # async payments: granted by checkout.session.async_payment_succeeded
     metadata: dict[str, Any] = session["metadata"] if isinstance(session.get("metadata"), dict) else {}
     plan_id = str(metadata.get("keyturn_plan") or "").strip()
-    line = shops.checkout_line(session_id, plan_id or "-")
-    if not plan_id:
-        return [shops.ignore(line, "the session's metadata names no keyturn_plan", source)]
+    if not PLAN_ID.fullmatch(plan_id):
+        reason = ("the session's metadata names no keyturn_plan" if not plan_id
+                  else "the session's metadata.keyturn_plan is not a plan id (1-128 printable ASCII characters)")
+        return [shops.ignore(shops.checkout_line(session_id, "-"), reason, source)]
+    line = shops.checkout_line(session_id, plan_id)
     if session.get("mode") == "subscription":
         return [shops.ignore(line, "a subscription checkout: its subscription's invoice.paid grants it", source)]
     plan = plans.by_id(plan_id)
@@ -99,11 +119,11 @@ def _checkout(session: dict[str, Any], source: shops.Event, created: int) -> lis
     if source.test and not shops.test_orders_allowed():
         return [shops.ignore(line, "a test payment: this stage does not grant test orders", source)]
     raw = str(metadata.get("keyturn_quantity", "1")).strip()
-    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 7) or not 1 <= int(raw) <= 1_000_000:
         raise BadShopEvent("Invalid shop event: metadata.keyturn_quantity must be a whole number from 1 to 1000000")
     at = created * 1000 or runtime.now_ms()
     paid = {"quantity": int(raw), "at": at, "expiry": shops.term_expiry(plan, at), "test": source.test,
-            "customer": _customer(session.get("customer_details") or {}, "name", "email")}
+            "customer": _customer(session.get("customer_details"), "name", "email")}
     payment = session.get("payment_intent")
     return [_grant(line, paid, plan, source, payment if isinstance(payment, str) else None, "paid")]
 
@@ -122,11 +142,25 @@ def _grant(line: shops.Line, fact: dict[str, Any], plan: dict[str, Any], source:
             invoices = facts.setdefault("invoices", {})
             if fact["id"] not in invoices:
                 invoices[fact["id"]], new = fact, True
-        if refunded and not facts.get("refunded"):
-            facts["refunded"], new = refunded, True
+        if refunded and payment:
+            new = _learn_refund(line, payment, refunded, facts) or new
         return new
 
     return shops.update(line, learn, source, plan=plan)
+
+
+def _learn_refund(line: shops.Line, payment: str, refund: dict[str, Any], facts: dict[str, Any]) -> bool:
+    """A full refund of ``payment``: a checkout is revoked; a subscription loses the period it paid for."""
+    if line.kind == shops.STRIPE_CHECKOUT:
+        if facts.get("refunded"):
+            return False
+        facts["refunded"] = refund
+        return True
+    refunded = facts.setdefault("refundedPayments", {})
+    if payment in refunded:
+        return False
+    refunded[payment] = refund
+    return True
 
 
 def _invoice(invoice: dict[str, Any], source: shops.Event, api_version: str) -> list[dict[str, Any]]:
@@ -137,7 +171,7 @@ def _invoice(invoice: dict[str, Any], source: shops.Event, api_version: str) -> 
     parent = invoice.get("parent") if isinstance(invoice.get("parent"), dict) else None
     basil = parent is not None or ("subscription" not in invoice and api_version >= BASIL)
     if basil:
-        details = (parent or {}).get("subscription_details") or {}
+        details = _object((parent or {}).get("subscription_details"), "data.object.parent.subscription_details")
         subscription = _text(details.get("subscription"), "data.object.parent.subscription_details.subscription")
     else:
         subscription = _text(invoice.get("subscription"), "data.object.subscription")
@@ -145,27 +179,35 @@ def _invoice(invoice: dict[str, Any], source: shops.Event, api_version: str) -> 
     if not isinstance(lines, list):
         raise BadShopEvent("Invalid shop event: data.object.lines.data must be a list")
     by_price: dict[str, dict[str, Any]] = {}
+    credited: dict[str, int] = {}  # prices with only credit lines: taken off the subscription (a price switch)
     for index, item in enumerate(lines):
-        if not isinstance(item, dict):
-            raise BadShopEvent(f"Invalid shop event: data.object.lines.data.{index} must be an object")
+        at = f"data.object.lines.data.{index}"
+        item = _object(item, at)
         if "pricing" in item or (basil and "price" not in item):
-            price = ((item.get("pricing") or {}).get("price_details") or {}).get("price")
-            where = f"data.object.lines.data.{index}.pricing.price_details.price"
+            pricing = _object(item.get("pricing"), f"{at}.pricing")
+            price = _object(pricing.get("price_details"), f"{at}.pricing.price_details").get("price")
+            where = f"{at}.pricing.price_details.price"
         else:
-            price = (item.get("price") or {}).get("id")
-            where = f"data.object.lines.data.{index}.price.id"
+            price = _object(item.get("price"), f"{at}.price").get("id")
+            where = f"{at}.price.id"
         price = _text(price, where)
-        if (item.get("amount") or 0) < 0:
-            continue  # a proration credit for the time left at the old quantity
-        period_end = _whole((item.get("period") or {}).get("end"), f"data.object.lines.data.{index}.period.end")
-        quantity = _whole(item.get("quantity", 1), f"data.object.lines.data.{index}.quantity")
+        amount = item.get("amount") or 0
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise BadShopEvent(f"Invalid shop event: {at}.amount must be a whole number")
+        period_end = _whole(_object(item.get("period"), f"{at}.period").get("end"), f"{at}.period.end")
+        if amount < 0:  # a proration credit for the time left at the old quantity, or the old price
+            credited[price] = max(credited.get(price, 0), period_end)
+            continue
+        quantity = _whole(item.get("quantity", 1), f"{at}.quantity", 1_000_000)
         seen = by_price.get(price)
         if seen is None or period_end >= seen["periodEnd"]:
             by_price[price] = {"quantity": quantity, "periodEnd": period_end}
     found = plans.for_claims([plans.STRIPE_PRICE + price for price in by_price])
     payment = invoice.get("payment_intent") if isinstance(invoice.get("payment_intent"), str) else None
-    for entry in ((invoice.get("payments") or {}).get("data") or []) if isinstance(invoice.get("payments"), dict) else []:
-        intent = (entry.get("payment") or {}).get("payment_intent") if isinstance(entry, dict) else None
+    payments = invoice.get("payments")
+    for entry in (payments.get("data") or []) if isinstance(payments, dict) else []:
+        paid_by = entry.get("payment") if isinstance(entry, dict) else None
+        intent = paid_by.get("payment_intent") if isinstance(paid_by, dict) else None
         payment = intent if isinstance(intent, str) else payment
     created = _whole(invoice.get("created", 0), "data.object.created")
     customer = _customer(invoice, "customer_name", "customer_email")
@@ -180,18 +222,37 @@ def _invoice(invoice: dict[str, Any], source: shops.Event, api_version: str) -> 
             results.append(shops.ignore(line, "a test payment: this stage does not grant test orders", source))
             continue
         fact = {"id": invoice_id, "quantity": seen["quantity"], "periodEnd": seen["periodEnd"], "created": created,
-                "reason": reason, "test": source.test, "customer": customer}
+                "reason": reason, "test": source.test, "customer": customer, "payment": payment}
         results.append(_grant(line, fact, plan, source, payment, "invoice"))
+    for price, period_end in sorted(credited.items()):
+        if price in by_price or reason != "subscription_update":
+            continue
+        line = shops.subscription_line(subscription, price)
+        if shops.stored(line) is None:
+            continue  # a price this subscription never granted
+
+        def taken_off(facts: dict[str, Any], period_end: int = period_end) -> bool:
+            invoices = facts.setdefault("invoices", {})
+            if invoice_id in invoices:
+                return False
+            invoices[invoice_id] = {"id": invoice_id, "quantity": 0, "periodEnd": period_end, "created": created,
+                                    "reason": reason, "test": source.test, "customer": customer, "payment": None}
+            return True
+
+        results.append(shops.update(line, taken_off, source))
     return results
 
 
 def _subscription_deleted(subscription: dict[str, Any], source: shops.Event, created: int) -> list[dict[str, Any]]:
     subscription_id = _text(subscription.get("id"), "data.object.id")
     items = ((subscription.get("items") or {}).get("data")) if isinstance(subscription.get("items"), dict) else None
-    prices = set()
-    for index, item in enumerate(items or []):
-        price = ((item or {}).get("price") or {}).get("id") if isinstance(item, dict) else None
-        prices.add(_text(price, f"data.object.items.data.{index}.price.id"))
+    listed = set()
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        price = _object(_object(item, f"data.object.items.data.{index}").get("price"),
+                        f"data.object.items.data.{index}.price").get("id")
+        listed.add(_text(price, f"data.object.items.data.{index}.price.id"))
+    claimed = plans.for_claims([plans.STRIPE_PRICE + price for price in sorted(listed)]) if listed else {}
+    prices = {price for price in listed if plans.STRIPE_PRICE + price in claimed}  # a deletion before its invoice
     prices.update(record.line_item for record in Provisioning.query(f"stripe#{subscription_id}", consistent_read=True))
 
     def learn(facts: dict[str, Any]) -> bool:
@@ -236,18 +297,12 @@ def _charge_refunded(charge: dict[str, Any], source: shops.Event, created: int) 
         raise RuntimeError(f"the payment {payment} kept changing")
     state = json.loads(_payment_record(payment).result)  # type: ignore[union-attr]
 
-    def learn(facts: dict[str, Any]) -> bool:
-        if facts.get("refunded"):
-            return False
-        facts["refunded"] = refund
-        return True
-
     results = []
     for kind, order_key, line_item in state["lines"]:
         object_id = order_key.split("#", 1)[1]
         line = (shops.checkout_line(object_id, line_item) if kind == shops.STRIPE_CHECKOUT
                 else shops.subscription_line(object_id, line_item))
-        results.append(shops.update(line, learn, source))
+        results.append(shops.update(line, functools.partial(_learn_refund, line, payment, refund), source))
     return results
 
 

@@ -514,3 +514,170 @@ def test_every_shop_sample_event_is_accepted_and_idempotent(aws: None, name: str
     again = handle_event(sample(name))
     assert [{k: v for k, v in r.items() if k != "event"} for r in again["results"]] == [
         {k: v for k, v in r.items() if k != "event"} for r in first["results"]]
+
+
+# --- found in review: each failed before its fix ------------------------------------------------
+
+def rejected_through_the_queue(event: dict[str, Any]) -> str:
+    """Deliver through provision_queue: acknowledged (not retried), its rejection recorded; the reason."""
+    assert queue(sqs_event(event)) == {"batchItemFailures": []}
+    (record,) = [r for r in Provisioning.scan(consistent_read=True) if r.order_key.startswith("message#")]
+    reason: str = json.loads(record.result)["reason"]
+    record.delete()
+    return reason
+
+
+def test_seats_beyond_what_an_order_or_a_key_holds_are_a_recorded_rejection(aws: None) -> None:
+    plans.put(copy.deepcopy(KEY_PLAN))
+    plans.put({**plan_sample(), "seatsPerUnit": 2})
+    big_key = sample("shopify/orders-paid")
+    big_key["detail"]["payload"]["line_items"][0].update({"sku": "KEYS-10", "current_quantity": 200000})
+    assert rejected_through_the_queue(big_key) == (
+        "Invalid shop event: 200000 units of plan keys-10 are 2000000 seats, more than a license key holds (1048575)")
+    big_order = sample("shopify/orders-paid")
+    big_order["detail"]["payload"]["line_items"][0]["current_quantity"] = 1_000_000
+    assert rejected_through_the_queue(big_order) == (
+        "Invalid shop event: 1000000 units of plan pro-annual are 2000000 seats, more than a license order holds "
+        "(1000000)")
+    assert list(Order.scan()) == [] and list(LicenseKey.scan()) == []
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda e: e["detail"]["payload"].update(id="²"), "Invalid shop event: payload.id must be an integer id"),
+    (lambda e: e["detail"]["payload"].update(processed_at="9999-12-31T00:00:00+00:00"),
+     "Invalid shop event: a purchase on 9999-12-31 with a term of 12 months ends past the year 9999"),
+    (lambda e: e["detail"]["payload"]["line_items"].__setitem__(0, ["not", "an", "object"]),
+     "Invalid shop event: payload.line_items.0 must be an object"),
+])
+def test_malformed_shopify_payloads_are_recorded_not_retried(aws: None, change: Callable[[dict[str, Any]], Any],
+                                                             reason: str) -> None:
+    plans.put(plan_sample())
+    event = sample("shopify/orders-paid")
+    change(event)
+    assert rejected_through_the_queue(event) == reason
+
+
+@pytest.mark.parametrize(("name", "change", "reason"), [
+    ("stripe/invoice-paid-subscription-create",
+     lambda o: o["parent"].update(subscription_details=["sub"]),
+     "Invalid shop event: data.object.parent.subscription_details must be an object"),
+    ("stripe/invoice-paid-subscription-create", lambda o: o["lines"]["data"][0].update(pricing="price_1PRO"),
+     "Invalid shop event: data.object.lines.data.0.pricing must be an object"),
+    ("stripe/invoice-paid-subscription-create", lambda o: o["lines"]["data"][0].update(amount="199500"),
+     "Invalid shop event: data.object.lines.data.0.amount must be a whole number"),
+    ("stripe/invoice-paid-subscription-create", lambda o: o["lines"]["data"][0].update(period={"end": 10**13}),
+     "Invalid shop event: data.object.lines.data.0.period.end must be a whole number from 0 to 4102444800"),
+    ("stripe/checkout-session-completed", lambda o: o["metadata"].update(keyturn_quantity="²"),
+     "Invalid shop event: metadata.keyturn_quantity must be a whole number from 1 to 1000000"),
+    ("stripe/customer-subscription-deleted", lambda o: o["items"]["data"][0].update(price="price_1PRO"),
+     "Invalid shop event: data.object.items.data.0.price must be an object"),
+])
+def test_malformed_stripe_objects_are_recorded_not_retried(aws: None, name: str, change: Callable[[Any], Any],
+                                                           reason: str) -> None:
+    plans.put(plan_sample())
+    event = sample(name)
+    change(event["detail"]["data"]["object"])
+    assert rejected_through_the_queue(event) == reason
+
+
+def test_an_unforeseen_shape_is_still_a_recorded_rejection(aws: None) -> None:
+    plans.put(plan_sample())
+    event = sample("stripe/checkout-session-completed")
+    event["detail"]["created"] = 10**15
+    assert rejected_through_the_queue(event).startswith("Invalid shop event: detail.created must be a whole number")
+    event = sample("shopify/orders-paid")
+    event["detail"]["payload"]["line_items"][0]["current_quantity"] = 2**70
+    assert rejected_through_the_queue(event).startswith("Invalid shop event: payload.line_items.0.quantity")
+
+
+def test_a_plan_id_no_plan_can_have_is_ignored_under_its_session(aws: None) -> None:
+    event = sample("stripe/checkout-session-completed")
+    event["detail"]["data"]["object"]["metadata"]["keyturn_plan"] = "€" * 400  # 1,200 bytes: no range key holds it
+    (result,) = handle_event(event)["results"]
+    assert (result["lineItem"], result["status"], result["reason"]) == (
+        "-", "ignored", "the session's metadata.keyturn_plan is not a plan id (1-128 printable ASCII characters)")
+
+
+def test_lines_no_plan_matches_stay_ignored_whatever_comes_first(aws: None) -> None:
+    plans.put(plan_sample())
+    handle_event(sample("shopify/orders-updated"))  # Shopify sends one when the order is created
+    handle_event(sample("shopify/orders-paid"))
+    assert (line(SHIRT_LINE)["status"], line(SHIRT_LINE)["reason"]) == ("ignored", "no plan matches sku TSHIRT-L")
+    handle_event(sample("shopify/orders-cancelled"))
+    assert line(SHIRT_LINE)["status"] == "ignored"
+    unrelated = sample("stripe/customer-subscription-deleted")
+    unrelated["detail"]["data"]["object"]["id"] = "sub_newsletter"
+    unrelated["detail"]["data"]["object"]["items"]["data"][0]["price"]["id"] = "price_NEWSLETTER"
+    assert handle_event(unrelated) == {"ok": True, "results": []}
+    assert provisioning.show("sub_newsletter", source="stripe") is None
+    unmatched = sample("stripe/invoice-paid-subscription-create")
+    unmatched["detail"]["data"]["object"]["lines"]["data"][0]["pricing"]["price_details"]["price"] = "price_OTHER"
+    handle_event(unmatched)
+    deleted = sample("stripe/customer-subscription-deleted")
+    deleted["detail"]["data"]["object"]["items"]["data"][0]["price"]["id"] = "price_OTHER"
+    handle_event(deleted)
+    assert stripe_line(SUB, "price_OTHER")["status"] == "ignored"
+
+
+def test_a_refunded_renewal_is_revoked_until_the_next_paid_period(
+        deliver: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    deliver(sample("stripe/invoice-paid-subscription-create"))
+    deliver(sample("stripe/invoice-paid-subscription-cycle-2024-06-20"))
+    refund_of_renewal = sample("stripe/charge-refunded")
+    refund_of_renewal["detail"]["data"]["object"]["payment_intent"] = "pi_3SaBcDeFgHiJkLmN1x2y3z4w"
+    deliver(refund_of_renewal)
+    assert stripe_line(SUB, "price_1PRO")["status"] == "revoked"
+    next_year = to_legacy(invoice("subscription_cycle", "in_next_year", 5, 1859102900 + 31536000, 1859102900))
+    next_year["detail"]["data"]["object"]["payment_intent"] = "pi_next_year"
+    deliver(next_year)
+    renewed = stripe_line(SUB, "price_1PRO")
+    assert (renewed["status"], renewed["expirationDate"]) == ("provisioned", "2029-11-29")
+    assert order_of(renewed).enabled is True
+
+
+@pytest.mark.parametrize("order_of_events", [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)])
+def test_reports_in_the_same_second_give_one_result_in_any_order(aws: None, order_of_events: tuple[int, ...]) -> None:
+    plans.put(plan_sample())
+    handle_event(sample("shopify/orders-paid"))
+    same_second = "2026-12-03T10:00:00+01:00"
+    events = [updated(3, at=same_second), updated(2, at=same_second),
+              refund(1, refund_line="700000000009", created=same_second)]
+    for index in order_of_events:
+        handle_event(events[index])
+    assert line()["bulkMax"] == 2
+    end = 1796030900 + 31536000
+    handle_event(sample("stripe/invoice-paid-subscription-create"))
+    pair = [invoice("subscription_update", "in_tie_a", 6, end, 1796100000),
+            invoice("subscription_update", "in_tie_b", 8, end, 1796100000)]
+    for index in (order_of_events[0] % 2, 1 - order_of_events[0] % 2):
+        handle_event(pair[index])
+    assert stripe_line(SUB, "price_1PRO")["bulkMax"] == 8  # the later id of two in one second
+
+
+def test_a_free_checkout_is_granted(aws: None) -> None:
+    plans.put(plan_sample())
+    event = sample("stripe/checkout-session-completed")
+    event["detail"]["data"]["object"]["payment_status"] = "no_payment_required"  # a 100 % coupon
+    assert handle_event(event)["results"][0]["status"] == "provisioned"
+
+
+def test_a_price_switched_away_revokes_its_line_and_the_new_price_is_granted(
+        deliver: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    deliver(sample("stripe/invoice-paid-subscription-create"))
+    switch = sample("stripe/invoice-paid-subscription-update")
+    credit, debit = switch["detail"]["data"]["object"]["lines"]["data"]
+    debit["pricing"]["price_details"]["price"] = "price_1KEYS"  # from Pro to the key plan
+    deliver(switch)
+    deliver(switch)
+    assert (stripe_line(SUB, "price_1PRO")["status"], stripe_line(SUB, "price_1PRO")["bulkMax"]) == ("revoked", 0)
+    assert (stripe_line(SUB, "price_1KEYS")["status"], stripe_line(SUB, "price_1KEYS")["count"]) == (
+        "provisioned", 80)
+
+
+def test_the_subscription_update_sample_applies_the_new_quantity(
+        deliver: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    deliver(sample("stripe/invoice-paid-subscription-create"))
+    deliver(sample("stripe/invoice-paid-subscription-update"))
+    updated_line = stripe_line(SUB, "price_1PRO")
+    assert (updated_line["status"], updated_line["bulkMax"], updated_line["expirationDate"]) == (
+        "provisioned", 8, "2027-11-30")

@@ -219,14 +219,14 @@ def provision(args: argparse.Namespace) -> str:
     import uuid
 
     from chalicelib import provisioning
-    from chalicelib.functions import is_shop_event, line_of, provision_shop
+    from chalicelib.functions import is_shop_event, line_of, provision_shop, shop_source
 
     data: Any = _read_json(args.file)
     if is_shop_event(data):  # a Shopify or Stripe event, whole
         try:
             return json.dumps(provision_shop(data), ensure_ascii=False)
         except provisioning.Rejected as exc:
-            provisioning.reject(exc.message, message_id=f"cli:{uuid.uuid4()}", source=data["source"].split("/")[1])
+            provisioning.reject(exc.message, message_id=f"cli:{uuid.uuid4()}", source=shop_source(data))
             raise SystemExit(exc.message) from None
     line = line_of(data)
     try:

@@ -140,3 +140,20 @@ def test_an_ignored_shop_line_is_shown_with_its_reason_and_exit_status_0(stack: 
     assert (shown.returncode, found["status"], found["reason"]) == (0, "ignored", "no plan matches sku TSHIRT-L")
     bad = cli(stack.state_dir, "provisioning-show", "--shop", "zoe-tools.myshopify.com", "424242")
     assert (bad.returncode, bad.stderr.strip()) == (1, "--shop is Shopify's: use it with --source shopify")
+
+
+def test_one_shopify_order_delivered_by_eight_processes_at_once_grants_once(stack: LocalStack) -> None:
+    plan = json.loads((EVENTS / "operator" / "put-plan.json").read_text())["plan"]
+    assert cli(stack.state_dir, "put-plan", "-", stdin=json.dumps(plan)).returncode == 0
+    paid = json.loads((EVENTS / "shopify" / "orders-paid.json").read_text())
+    paid["detail"]["payload"]["id"] = 5550001
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # the local database, not moto in threads: atomic
+        runs = list(pool.map(lambda _: cli(stack.state_dir, "provision", "-", stdin=json.dumps(paid)), range(8)))
+    assert [r.returncode for r in runs] == [0] * 8, [r.stderr[-500:] for r in runs]
+    keys = {json.loads(r.stdout.strip().splitlines()[-1])["results"][0]["activationKey"] for r in runs}
+    assert len(keys) == 1
+    dynamodb = boto3.client("dynamodb", endpoint_url=stack.recorded["dynamodb_endpoint"], region_name="us-east-1",
+                            aws_access_key_id="local", aws_secret_access_key="local")
+    granted = [i for i in dynamodb.scan(TableName="keyturn-local-orders")["Items"]
+               if i["activation_key"]["S"] in keys]
+    assert len(granted) == 1
