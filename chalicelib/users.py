@@ -217,12 +217,16 @@ def _record_failure(username: str, now: int, attempt_id: str, attempt: User | No
             raise
 
 
+RESERVE_RETRIES = 3  # reads again after losing a race with a parallel login of the same user
+
+
 def authenticate(username: str, password: str) -> User:
     """The user these credentials belong to, or :class:`errors.BadCredentials`.
 
     Every failed login, whatever the reason, is the same three requests (the user and
     its audit head read together; the attempt counted; the failure decided, see
-    :func:`_record_failure`) and one scrypt computation.
+    :func:`_record_failure`) and one scrypt computation.  Only a login that races
+    another login of the same existing, unlocked user reads and counts again.
     """
     if not username or len(username) > MAX_USERNAME:
         passwords.burn_time(password)
@@ -231,6 +235,16 @@ def authenticate(username: str, password: str) -> User:
     user, head = _read(username)
     attempt_id = base64.urlsafe_b64encode(runtime.random_bytes(16)).decode()
     attempt = _reserve_attempt(username, now, user, attempt_id)
+    for _ in range(RESERVE_RETRIES):
+        # A parallel login of this user moved its window between the read and the update (two
+        # logins after a success both open a new one): read it again, so the loser's password is
+        # still checked and its attempt still counted.  Unknown and locked accounts never retry.
+        if attempt is not None or user is None or int(user.locked_until) > now:
+            break
+        user, head = _read(username)
+        if user is None or int(user.locked_until) > now:
+            break
+        attempt = _reserve_attempt(username, now, user, attempt_id)
     if user is None or attempt is None:
         passwords.burn_time(password)
         right = False

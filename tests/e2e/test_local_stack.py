@@ -163,3 +163,14 @@ def test_an_unknown_route_answers_as_the_deployed_api_gateway_does(stack: LocalS
         response = requests.request(method, stack.url + path, headers=headers, timeout=30)
         assert (response.status_code, response.headers["Content-Type"], response.text) == (
             404, "application/json", '{"errorMessage": "No such resource.", "message": "No such resource."}')
+
+
+def test_parallel_logins_of_one_user_all_succeed(stack: LocalStack) -> None:
+    # Attempts are counted before the password is checked, so at most LOCKOUT_FAILURES (5) logins of
+    # one user may be in flight at once (docs/api.md); 4 at a time, each round after a success, when
+    # every login opens a new counting window and all but one lose that race.
+    body = {"username": "admin", "password": stack.admin_password, "provider": "Local"}
+    for _ in range(4):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: stack.post("/api/v1/sessions", json=body).status_code, range(4)))
+        assert answers == [200] * 4
