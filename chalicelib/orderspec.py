@@ -19,15 +19,17 @@ MAX_BULK = 1_000_000
 _TOKEN = r"^[A-Za-z0-9_.+-]{1,64}$"  # feature names: one LM-X token
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Unknown fields refused, text stripped, no type coercion: what every incoming model here is."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
-class Customer(_Strict):
+class Customer(Strict):
     name: str = Field(min_length=1, max_length=200)
 
 
-class Product(_Strict):
+class Product(Strict):
     name: str = Field(min_length=1, max_length=200)
     version: str = Field(min_length=1, max_length=64)
     template: str = Field(default="Default", min_length=1, max_length=200)
@@ -41,7 +43,7 @@ class Product(_Strict):
         return value
 
 
-class HostIdType(_Strict):
+class HostIdType(Strict):
     nameRaw: str
     min: int = Field(default=0, ge=0, le=16)
     max: int = Field(default=1, ge=1, le=16)
@@ -60,7 +62,7 @@ class HostIdType(_Strict):
         return self
 
 
-class HostIdTemplate(_Strict):
+class HostIdTemplate(Strict):
     types: list[HostIdType] = Field(min_length=1, max_length=len(HOSTID_TYPES))
     min: int = Field(default=1, ge=0, le=64)
 
@@ -74,13 +76,13 @@ class HostIdTemplate(_Strict):
         return self
 
 
-class Feature(_Strict):
+class Feature(Strict):
     name: str = Field(pattern=_TOKEN)
     version: str = Field(min_length=1, max_length=32, pattern=r"^[^\s\"]+$")
     count: int | None = Field(default=None, ge=1, le=MAX_BULK)
 
 
-class OrderSpec(_Strict):
+class OrderSpec(Strict):
     customer: Customer
     product: Product
     licenseType: Literal["local", "network"] = "local"

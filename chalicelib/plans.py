@@ -48,39 +48,36 @@ def _model() -> Any:
     if _MODEL is None:
         from typing import Annotated, Literal
 
-        from pydantic import BaseModel, ConfigDict, Field, model_validator
+        from pydantic import Field, ValidationError, model_validator
 
         from chalicelib import keys
-        from chalicelib.orderspec import MAX_BULK, Feature, HostIdTemplate, Product
+        from chalicelib.orderspec import MAX_BULK, Feature, HostIdTemplate, OrderSpec, Product, Strict
 
         ident = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
 
-        class _Strict(BaseModel):
-            model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
-
-        class OrderTemplate(_Strict):
+        class OrderTemplate(Strict):
             product: Product
             licenseType: Literal["local", "network"] = "local"
             hostid: HostIdTemplate
             features: list[Feature] = Field(min_length=1, max_length=100)
             deactivationsAllowed: int = Field(default=0, ge=0, le=MAX_BULK)
 
-        class KeyTemplate(_Strict):
+        class KeyTemplate(Strict):
             typeEnum: Literal["OSI", "CPU", "CORE"]
             countPerUnit: int = Field(ge=1, le=keys.MAX_COUNT)
 
-        class ShopifyMatch(_Strict):
+        class ShopifyMatch(Strict):
             skus: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(min_length=1)
 
-        class StripeMatch(_Strict):
+        class StripeMatch(Strict):
             prices: list[Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]] = Field(
                 min_length=1)
 
-        class Match(_Strict):
+        class Match(Strict):
             shopify: ShopifyMatch | None = None
             stripe: StripeMatch | None = None
 
-        class PlanSpec(_Strict):
+        class PlanSpec(Strict):
             planId: Annotated[str, ident]
             kind: Literal["license-order", "license-key"]
             order: OrderTemplate | None = None
@@ -101,10 +98,13 @@ def _model() -> Any:
                     raise ValueError(f"a plan may match at most {MAX_CLAIMS} skus and prices")
                 if len(set(claims)) != len(claims):
                     raise ValueError("a sku or price is listed twice")
-                if self.kind == "license-order":
-                    for feature in self.order.features:  # type: ignore[union-attr]
-                        if (self.order.licenseType == "network") != (feature.count is not None):  # type: ignore[union-attr]
-                            raise ValueError(f"feature {feature.name}: network licenses, and only they, need a count")
+                if self.order is not None:  # the order's own rules, with a stand-in customer and seats
+                    try:
+                        OrderSpec.model_validate({**self.order.model_dump(), "customer": {"name": "plan"},
+                                                  "bulkMax": 1})
+                    except ValidationError as exc:
+                        raise ValueError("order: " + "; ".join(str(e["msg"]).removeprefix("Value error, ")
+                                                               for e in exc.errors())) from None
                 return self
 
         _MODEL = PlanSpec

@@ -75,6 +75,17 @@ def timestamp_ms(value: Any, where: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _objects(payload: dict[str, Any], name: str) -> list[tuple[int, dict[str, Any]]]:
+    """``payload[name]``, a list of objects, each with its index; anything else is refused, naming it."""
+    items = payload.get(name)
+    if not isinstance(items, list):
+        raise BadShopEvent(f"Invalid shop event: payload.{name} must be a list")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadShopEvent(f"Invalid shop event: payload.{name}.{index} must be an object")
+    return list(enumerate(items))
+
+
 def _quantity(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
         raise BadShopEvent(f"Invalid shop event: {where} must be a whole number from 0 to 1000000")
@@ -105,14 +116,8 @@ def handle(event: dict[str, Any]) -> list[dict[str, Any]]:
     if topic == "refunds/create":
         return _refund(shop, payload, source)
     order_id = identifier(payload.get("id"), "payload.id")
-    items = payload.get("line_items")
-    if not isinstance(items, list):
-        raise BadShopEvent("Invalid shop event: payload.line_items must be a list")
-    lines = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise BadShopEvent(f"Invalid shop event: payload.line_items.{index} must be an object")
-        lines.append((identifier(item.get("id"), f"payload.line_items.{index}.id"), index, item))
+    lines = [(identifier(item.get("id"), f"payload.line_items.{index}.id"), index, item)
+             for index, item in _objects(payload, "line_items")]
     if topic == "orders/paid":
         return _paid(shop, order_id, payload, lines, source)
     matched = _matching([_sku(item) for _, _, item in lines])
@@ -123,8 +128,8 @@ def handle(event: dict[str, Any]) -> list[dict[str, Any]]:
             if "current_quantity" not in item:
                 continue
             quantity = _quantity(item["current_quantity"], f"payload.line_items.{index}.current_quantity")
-            results.append(_known_only(shops.shopify_line(shop, order_id, line_id), _latest(quantity, at), source,
-                                       _sku(item) in matched))
+            results.append(shops.update_seen(shops.shopify_line(shop, order_id, line_id), _latest(quantity, at),
+                                             source, create=_sku(item) in matched))
         return [r for r in results if r is not None]
     at = timestamp_ms(payload.get("cancelled_at") or payload.get("updated_at"), "payload.cancelled_at")
 
@@ -134,20 +139,9 @@ def handle(event: dict[str, Any]) -> list[dict[str, Any]]:
         facts["cancelled"] = {"at": at}
         return True
 
-    results = [_known_only(shops.shopify_line(shop, order_id, line_id), cancelled, source, _sku(item) in matched)
-               for line_id, _, item in lines]
+    results = [shops.update_seen(shops.shopify_line(shop, order_id, line_id), cancelled, source,
+                                 create=_sku(item) in matched) for line_id, _, item in lines]
     return [r for r in results if r is not None]
-
-
-def _known_only(line: shops.Line, learn: Any, source: shops.Event, matched: bool = True) -> dict[str, Any] | None:
-    """An update to a line that is, or may become, a grant: a line already ignored stays so, and a line
-    never seen whose sku no plan claims gets no record."""
-    found = shops.stored(line)
-    if found is not None and found.get("status") == shops.IGNORED:
-        return None
-    if found is None and not matched:
-        return None
-    return shops.update(line, learn, source)
 
 
 MAX_SKU = 255  # what a plan may claim; a longer sku matches none (and is never a key DynamoDB refuses)
@@ -214,13 +208,12 @@ def _paid(shop: str, order_id: str, order: dict[str, Any], lines: list[tuple[str
 def _refund(shop: str, refund: dict[str, Any], source: shops.Event) -> list[dict[str, Any]]:
     order_id = identifier(refund.get("order_id"), "payload.order_id")
     at = timestamp_ms(refund.get("created_at"), "payload.created_at")
-    refund_lines = refund.get("refund_line_items")
-    if not isinstance(refund_lines, list):
-        raise BadShopEvent("Invalid shop event: payload.refund_line_items must be a list")
+    refund_lines = _objects(refund, "refund_line_items")
+    # refund payloads carry the line item, with its sku, where Shopify has it
+    skus = [_sku(item.get("line_item")) for _, item in refund_lines]
+    matched = _matching(skus)
     results = []
-    for index, item in enumerate(refund_lines):
-        if not isinstance(item, dict):
-            raise BadShopEvent(f"Invalid shop event: payload.refund_line_items.{index} must be an object")
+    for (index, item), sku in zip(refund_lines, skus, strict=True):
         refund_line = identifier(item.get("id"), f"payload.refund_line_items.{index}.id")
         line_id = identifier(item.get("line_item_id"), f"payload.refund_line_items.{index}.line_item_id")
         quantity = _quantity(item.get("quantity"), f"payload.refund_line_items.{index}.quantity")
@@ -232,9 +225,8 @@ def _refund(shop: str, refund: dict[str, Any], source: shops.Event) -> list[dict
             refunds[refund_line] = {"quantity": quantity, "at": at}
             return True
 
-        sku = _sku(item.get("line_item"))  # refund payloads carry the line item, with its sku, where Shopify has it
-        result = _known_only(shops.shopify_line(shop, order_id, line_id), learn, source,
-                             not sku or sku in _matching([sku]))
+        result = shops.update_seen(shops.shopify_line(shop, order_id, line_id), learn, source,
+                                   create=not sku or sku in matched)
         if result is not None:
             results.append(result)
     return results

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Callable
 
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib import audit, config, keys, keystore, licenses, notify, orders, runtime
 from chalicelib.logs import logger
-from chalicelib.models import LicenseKey, Order, Provisioning
+from chalicelib.models import LicenseKey, Order, Provisioning, condition_failed, connection
 from chalicelib.provisioning import Rejected
 
 PROVISIONED, REVOKED, PENDING, IGNORED = "provisioned", "revoked", "pending", "ignored"
@@ -159,11 +159,6 @@ def _read(line: Line) -> Provisioning | None:
         return None
 
 
-def stored(line: Line) -> dict[str, Any] | None:
-    record = _read(line)
-    return None if record is None else json.loads(record.result)
-
-
 def ignore(line: Line, reason: str, event: Event) -> dict[str, Any]:
     """Record that a line grants nothing (no plan matches it, a test order where none are granted)."""
     for _ in range(_ATTEMPTS):
@@ -178,9 +173,7 @@ def ignore(line: Line, reason: str, event: Event) -> dict[str, Any]:
         try:
             item.save(condition=condition)
             return _published(result)
-        except Exception as exc:
-            from chalicelib.models import condition_failed
-
+        except PutError as exc:
             if not condition_failed(exc):
                 raise
     raise RuntimeError(f"the line {line.order_key} {line.line_item} kept changing")
@@ -194,8 +187,24 @@ def update(line: Line, learn: Callable[[dict[str, Any]], bool], event: Event, *,
     (paid, invoice); a line first seen by a refund has none until then.  Returns the
     line's result, as published.
     """
+    result = _update(line, learn, event, plan, seen_only=False, create=True)
+    assert result is not None
+    return result
+
+
+def update_seen(line: Line, learn: Callable[[dict[str, Any]], bool], event: Event, *,
+                create: bool) -> dict[str, Any] | None:
+    """:func:`update` for an event that names no plan (a refund, a quantity, a cancellation): None, and nothing
+    written, for a line already ignored, or for a line never seen unless ``create`` (its product has a plan)."""
+    return _update(line, learn, event, None, seen_only=True, create=create)
+
+
+def _update(line: Line, learn: Callable[[dict[str, Any]], bool], event: Event, plan: dict[str, Any] | None, *,
+            seen_only: bool, create: bool) -> dict[str, Any] | None:
     for _ in range(_ATTEMPTS):
         record = _read(line)
+        if seen_only and ((record is None and not create) or (record is not None and record.status == IGNORED)):
+            return None
         if record is not None and record.status == IGNORED and plan is None:
             return _published(json.loads(record.result))  # a refund or a cancellation of a line that grants nothing
         known = record is not None and record.status != IGNORED and record.facts is not None
@@ -363,8 +372,6 @@ def _customer_name(customer: dict[str, Any]) -> str:
 
 
 def _write_only(put: Callable[[TransactWrite], None]) -> None:
-    from chalicelib.models import connection
-
     with TransactWrite(connection=connection()) as transaction:
         put(transaction)
 

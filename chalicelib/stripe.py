@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
@@ -227,10 +227,6 @@ def _invoice(invoice: dict[str, Any], source: shops.Event, api_version: str) -> 
     for price, period_end in sorted(credited.items()):
         if price in by_price or reason != "subscription_update":
             continue
-        line = shops.subscription_line(subscription, price)
-        if shops.stored(line) is None:
-            continue  # a price this subscription never granted
-
         def taken_off(facts: dict[str, Any], period_end: int = period_end) -> bool:
             invoices = facts.setdefault("invoices", {})
             if invoice_id in invoices:
@@ -239,7 +235,9 @@ def _invoice(invoice: dict[str, Any], source: shops.Event, api_version: str) -> 
                                     "reason": reason, "test": source.test, "customer": customer, "payment": None}
             return True
 
-        results.append(shops.update(line, taken_off, source))
+        taken = shops.update_seen(shops.subscription_line(subscription, price), taken_off, source, create=False)
+        if taken is not None:  # None: a price this subscription never granted
+            results.append(taken)
     return results
 
 
@@ -268,19 +266,28 @@ def _payment_key(payment: str) -> str:
     return f"stripe-payment#{payment}"
 
 
-def _link_payment(payment: str, line: shops.Line) -> dict[str, Any] | None:
-    """Note that ``payment`` paid for ``line``; returns the payment's refund when it was refunded already."""
+def _change_payment(payment: str, change: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Read the payment's record, ``change`` it (False: nothing to change) and save it under its version."""
     for _ in range(_ATTEMPTS):
         record = _payment_record(payment)
         state: dict[str, Any] = json.loads(record.result) if record else {"paymentIntent": payment, "lines": []}
-        ref = [line.kind, line.order_key, line.line_item]
-        refunded: dict[str, Any] | None = state.get("refunded")
-        if ref in state["lines"]:
-            return refunded
-        state["lines"].append(ref)
-        if _save_payment(record, state):
-            return refunded
+        if not change(state) or _save_payment(record, state):
+            return state
     raise RuntimeError(f"the payment {payment} kept changing")
+
+
+def _link_payment(payment: str, line: shops.Line) -> dict[str, Any] | None:
+    """Note that ``payment`` paid for ``line``; returns the payment's refund when it was refunded already."""
+    ref = [line.kind, line.order_key, line.line_item]
+
+    def link(state: dict[str, Any]) -> bool:
+        if ref in state["lines"]:
+            return False
+        state["lines"].append(ref)
+        return True
+
+    refunded: dict[str, Any] | None = _change_payment(payment, link).get("refunded")
+    return refunded
 
 
 def _charge_refunded(charge: dict[str, Any], source: shops.Event, created: int) -> list[dict[str, Any]]:
@@ -288,14 +295,15 @@ def _charge_refunded(charge: dict[str, Any], source: shops.Event, created: int) 
         return []  # a partial refund keeps the license
     payment = _text(charge.get("payment_intent"), "data.object.payment_intent")
     refund = {"at": created * 1000, "charge": str(charge.get("id", ""))}
-    for _ in range(_ATTEMPTS):
-        record = _payment_record(payment)
-        state = json.loads(record.result) if record else {"paymentIntent": payment, "lines": []}
-        if state.get("refunded") or _save_payment(record, {**state, "refunded": refund}):
-            break
-    else:
-        raise RuntimeError(f"the payment {payment} kept changing")
-    state = json.loads(_payment_record(payment).result)  # type: ignore[union-attr]
+
+    def refunded(state: dict[str, Any]) -> bool:
+        if state.get("refunded"):
+            return False
+        state["refunded"] = refund
+        return True
+
+    # The lines as saved with the refund: a line linked after it reads the refund when it links.
+    state = _change_payment(payment, refunded)
 
     results = []
     for kind, order_key, line_item in state["lines"]:

@@ -164,6 +164,9 @@ def test_an_invalid_plan_names_every_problem(aws: None) -> None:
                         "should be greater than or equal to 1")
     assert operator_refused({"action": "put-plan", "plan": {**plan_sample(), "order": None}}) == (
         "invalid_plan", 'Invalid plan: a license-order plan needs "order"')
+    twice = {**plan_sample()["order"], "features": [{"name": "f1", "version": "1.0"}, {"name": "f1", "version": "2.0"}]}
+    assert operator_refused({"action": "put-plan", "plan": {**plan_sample(), "order": twice}}) == (
+        "invalid_plan", "Invalid plan: order: feature names must be unique")  # the order's own rules, at put time
 
 
 # --- Shopify -------------------------------------------------------------------------------
